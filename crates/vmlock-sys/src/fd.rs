@@ -1,0 +1,103 @@
+//! Descriptor flags and adoption of inherited descriptors (re-exec, systemd).
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::cvt;
+
+/// Whether `fd` has `FD_CLOEXEC` set.
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFD on a descriptor that is live for the borrow; no memory
+    // is passed.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd`.
+///
+/// Clearing it is how a descriptor is handed to the next program image on
+/// re-exec; setting it again is the first thing the new image does.
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: as in `is_cloexec`.
+    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    if new != flags {
+        // SAFETY: F_SETFD with an integer argument on a live descriptor.
+        cvt(unsafe { libc::fcntl(raw, libc::F_SETFD, new) })?;
+    }
+    Ok(())
+}
+
+/// Whether the raw descriptor number is open in this process.
+pub fn is_open(raw: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table; an unused number
+    // makes it fail with EBADF, which is the answer we want.
+    raw >= 0 && unsafe { libc::fcntl(raw, libc::F_GETFD) } != -1
+}
+
+/// Takes ownership of a descriptor this process inherited by number (from
+/// the previous program image on re-exec, or from systemd).
+///
+/// The number must be open (checked: `EBADF` otherwise) and must not be
+/// owned by anything else in this process. Callers guarantee the latter by
+/// adopting each number named in a state file at most once and before any
+/// other code opens descriptors; [`adopt`] sets `FD_CLOEXEC` on it.
+pub fn adopt(raw: RawFd) -> io::Result<OwnedFd> {
+    if !is_open(raw) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `raw` is open (checked above) and, by this function's contract,
+    // owned by nothing else in the process, so the new `OwnedFd` is its only
+    // owner and will close it exactly once.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_cloexec(std::os::fd::AsFd::as_fd(&fd), true)?;
+    Ok(fd)
+}
+
+/// `fstat` identity of an open file: `(st_dev, st_ino)`.
+pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let raw = fd.as_raw_fd();
+    // SAFETY: `st` is a valid out-pointer for one `struct stat`; `raw` is live.
+    cvt(unsafe { libc::fstat(raw, st.as_mut_ptr()) })?;
+    // SAFETY: fstat returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_dev, st.st_ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn cloexec_round_trip() {
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        assert!(is_cloexec(f.as_fd()).expect("get"));
+        set_cloexec(f.as_fd(), false).expect("clear");
+        assert!(!is_cloexec(f.as_fd()).expect("get"));
+        set_cloexec(f.as_fd(), true).expect("set");
+        assert!(is_cloexec(f.as_fd()).expect("get"));
+    }
+
+    #[test]
+    fn adopt_refuses_a_closed_number() {
+        assert!(!is_open(100_000));
+        let e = adopt(100_000).expect_err("closed fd");
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn identity_matches_metadata() {
+        use std::os::unix::fs::MetadataExt;
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        let m = f.metadata().expect("meta");
+        assert_eq!(identity(f.as_fd()).expect("fstat"), (m.dev(), m.ino()));
+    }
+}

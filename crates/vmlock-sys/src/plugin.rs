@@ -1,0 +1,1 @@
+//! dlopen of libvirt lock-driver plugins (filled in by the testkit work).
