@@ -60,6 +60,16 @@ pub fn adopt(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Closes `fd` and reports the error of `close(2)`, which dropping an
+/// [`OwnedFd`] ignores. The descriptor is gone either way (Linux never
+/// leaves it open after a failed close, so `EINTR` is not retried).
+pub fn close(fd: OwnedFd) -> io::Result<()> {
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(fd);
+    // SAFETY: `raw` came from an `OwnedFd` we consumed, so this is its only
+    // owner and it is closed exactly once, here.
+    cvt(unsafe { libc::close(raw) }).map(drop)
+}
+
 /// `fstat` identity of an open file: `(st_dev, st_ino)`.
 pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -91,6 +101,12 @@ mod tests {
         assert!(!is_open(100_000));
         let e = adopt(100_000).expect_err("closed fd");
         assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn close_reports_success() {
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        close(OwnedFd::from(f)).expect("close");
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
+/// Removes an environment variable.
+///
+/// Only sound while the process has a single thread: call it from `main`
+/// before any runtime or thread is started (used to consume systemd's
+/// `LISTEN_PID`/`LISTEN_FDS`, as virtlockd does, so that a re-exec'd image
+/// does not take them for a second activation).
+pub fn unset_env_single_threaded(name: &str) {
+    // SAFETY: the caller contract above: no other thread exists that could
+    // read or write the environment concurrently.
+    unsafe { std::env::remove_var(name) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,9 @@ pub fn raise_nofile() -> io::Result<(u64, u64)> {
 
 /// Number of descriptors open in this process.
 pub fn open_fd_count() -> io::Result<usize> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count().saturating_sub(1))
+    Ok(std::fs::read_dir("/proc/self/fd")?
+        .count()
+        .saturating_sub(1))
 }
 
 #[cfg(test)]

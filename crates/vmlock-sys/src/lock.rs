@@ -174,8 +174,16 @@ mod tests {
     #[test]
     fn ofd_locks_exclude_each_other_inside_one_process() {
         let (_d, p) = scratch();
-        let a = OpenOptions::new().read(true).write(true).open(&p).expect("open a");
-        let b = OpenOptions::new().read(true).write(true).open(&p).expect("open b");
+        let a = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open a");
+        let b = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open b");
         assert!(try_lock(a.as_fd(), LockKind::Ofd, LockType::Exclusive).expect("lock a"));
         assert!(!try_lock(b.as_fd(), LockKind::Ofd, LockType::Exclusive).expect("lock b"));
         assert!(!try_lock(b.as_fd(), LockKind::Ofd, LockType::Shared).expect("lock b shared"));
@@ -192,8 +200,16 @@ mod tests {
     #[test]
     fn shared_ofd_locks_coexist_and_block_exclusive() {
         let (_d, p) = scratch();
-        let a = OpenOptions::new().read(true).write(true).open(&p).expect("open a");
-        let b = OpenOptions::new().read(true).write(true).open(&p).expect("open b");
+        let a = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open a");
+        let b = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open b");
         assert!(try_lock(a.as_fd(), LockKind::Ofd, LockType::Shared).expect("a"));
         assert!(try_lock(b.as_fd(), LockKind::Ofd, LockType::Shared).expect("b"));
         // An upgrade of a shared lock fails while another reader is present.
@@ -205,8 +221,16 @@ mod tests {
     #[test]
     fn a_lock_off_byte_zero_does_not_conflict() {
         let (_d, p) = scratch();
-        let a = OpenOptions::new().read(true).write(true).open(&p).expect("open a");
-        let b = OpenOptions::new().read(true).write(true).open(&p).expect("open b");
+        let a = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open a");
+        let b = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .expect("open b");
         assert!(try_lock(a.as_fd(), LockKind::Ofd, LockType::Exclusive).expect("a"));
         let qemu_range = ByteRange { start: 100, len: 1 };
         assert!(

@@ -102,7 +102,10 @@ mod tests {
 
     #[test]
     fn pidfd_of_a_child_reports_its_death() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
         let pidfd = pidfd_open(child.id() as i32).expect("pidfd_open");
         assert_eq!(pidfd_pid(pidfd.as_fd()).expect("pid"), child.id() as i32);
         pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL).expect("kill");
@@ -110,5 +113,103 @@ mod tests {
         let e = pidfd_send_signal(pidfd.as_fd(), 0).expect_err("gone");
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         assert!(kill(1, 0).is_err(), "pid 1 is refused");
+    }
+}
+
+/// The parent side of [`daemonize`] has exited; this is the grandchild's
+/// handle to report start-up success or failure to the waiting parent.
+#[derive(Debug)]
+pub struct StartupReport {
+    pipe: Option<std::fs::File>,
+}
+
+impl StartupReport {
+    /// Tells the waiting parent that start-up worked (it exits 0).
+    pub fn success(mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = std::io::Write::write_all(&mut p, b"\0");
+        }
+    }
+
+    /// Tells the waiting parent that start-up failed (it prints `why`, exits 1).
+    pub fn failure(mut self, why: &str) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = std::io::Write::write_all(&mut p, format!("\x01{why}").as_bytes());
+        }
+    }
+}
+
+/// Forks into the background like `virDaemonForkIntoBackground`: double
+/// fork, `setsid`, stdio on `/dev/null`, `chdir /`. Returns in the
+/// grandchild only; the original process waits for the grandchild's
+/// [`StartupReport`] and exits with 0 or 1.
+///
+/// Must be called while the process is single-threaded.
+pub fn daemonize() -> io::Result<StartupReport> {
+    use std::io::Read;
+    let (mut rx, tx) = std::io::pipe()?;
+    // SAFETY: the caller guarantees the process is single-threaded, so the
+    // child is a complete copy and may run arbitrary code.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid > 0 {
+        drop(tx);
+        let mut buf = Vec::new();
+        let _ = rx.read_to_end(&mut buf);
+        let code = match buf.first() {
+            Some(0) => 0,
+            Some(_) => {
+                eprintln!("{}", String::from_utf8_lossy(&buf[1..]));
+                1
+            }
+            None => {
+                eprintln!("daemon exited during start-up");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+    drop(rx);
+    // SAFETY: plain syscall; we are a fresh child, not a group leader.
+    cvt(unsafe { libc::setsid() })?;
+    // SAFETY: still single-threaded (we are the forked child).
+    let pid2 = cvt(unsafe { libc::fork() })?;
+    if pid2 > 0 {
+        std::process::exit(0);
+    }
+    std::env::set_current_dir("/")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        cvt(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target) })?;
+    }
+    Ok(StartupReport {
+        pipe: Some(std::fs::File::from(std::os::fd::OwnedFd::from(tx))),
+    })
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to exit (the pidfd
+/// polls readable then). Returns whether it exited.
+pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid, initialised pollfd and nfds is 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match rc {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 if left.is_zero() => return Ok(false),
+            0 => continue,
+            _ => return Ok(true),
+        }
     }
 }
