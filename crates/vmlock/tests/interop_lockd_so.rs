@@ -1,0 +1,116 @@
+//! vmlock's lockd driver and libvirt's own `lockd.so` (driven by the test kit's
+//! `vmlock-plugin-run`, inside the daemon's mount namespace) exclude each other on
+//! the same disk (direct mode) and the same lease directory (indirect mode).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+
+use common::*;
+use vmlock::{Disk, DomainLock};
+use vmlock_conf::LockdConfig;
+use vmlock_testkit::Daemon;
+use vmlock_testkit::script::LOCKD_SO;
+
+/// An interactive `vmlock-plugin-run` session.
+struct Plugin {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Plugin {
+    fn start(d: &Daemon) -> Plugin {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+        assert!(
+            !ci || std::path::Path::new(LOCKD_SO).exists(),
+            "CI is set but {LOCKD_SO} is missing"
+        );
+        let bin = vmlock_testkit::tool_binary("vmlock-plugin-run");
+        let mut child = d
+            .run_in_ns(&bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vmlock-plugin-run");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Plugin {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("write");
+        self.stdin.flush().expect("flush");
+        let mut out = String::new();
+        self.stdout.read_line(&mut out).expect("read");
+        out.trim_end().to_owned()
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exclusion(configure: impl Fn(&Daemon) -> (String, LockdConfig)) {
+    for f in flavors() {
+        let d = start(f);
+        let (config_text, config) = configure(&d);
+        let img = disk(&d, "shared-by-both.img");
+        let conf = d.root().join("qemu-lockd.conf");
+        std::fs::write(&conf, config_text).expect("conf");
+        let (ours_vm, theirs_vm) = (StandIn::spawn(), StandIn::spawn());
+        let mut ours = DomainLock::new(
+            driver(&d, config.clone()),
+            domain("ours", 1, ours_vm.pid()),
+            vec![Disk::exclusive(&img)],
+            vec![],
+        );
+        let mut p = Plugin::start(&d);
+        assert_eq!(p.cmd(&format!("init {}", conf.display())), "ok");
+        let uuid = "22222222-3333-4444-5555-666666666666";
+        assert_eq!(
+            p.cmd(&format!("new {uuid} theirs 2 {}", theirs_vm.pid())),
+            "ok"
+        );
+        assert_eq!(p.cmd(&format!("disk {img}")), "ok");
+        ours.process_resume(None).expect("ours first");
+        let line = p.cmd("acquire none");
+        assert!(
+            line.starts_with("err 87 "),
+            "{}: lockd.so got {line}",
+            f.name()
+        );
+        ours.process_pause().expect("ours releases");
+        assert_eq!(p.cmd("acquire none"), "ok fd=none", "{}", f.name());
+        let e = ours.process_resume(None).expect_err("theirs holds it");
+        assert!(e.is_busy(), "{}: {e:?}", f.name());
+        assert!(p.cmd("release").starts_with("ok"), "{}", f.name());
+        ours.process_resume(None).expect("free again");
+    }
+}
+
+#[test]
+fn direct_mode_excludes_lockd_so() {
+    exclusion(|_| (String::new(), LockdConfig::file_read_defaults()));
+}
+
+#[test]
+fn indirect_mode_excludes_lockd_so() {
+    exclusion(|d| {
+        let dir = d.dir().join("leases").to_string_lossy().into_owned();
+        let text = format!("file_lockspace_dir = \"{dir}\"\n");
+        let config = LockdConfig {
+            file_lockspace_dir: Some(dir),
+            ..LockdConfig::file_read_defaults()
+        };
+        (text, config)
+    });
+}

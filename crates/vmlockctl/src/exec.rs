@@ -1,0 +1,167 @@
+//! `vmlockctl exec`: run a command holding disk locks, the way libvirt starts QEMU.
+//!
+//! ```text
+//! parent (vmlockctl)                     child (vmlockctl again, then CMD; same pid)
+//! pipe(status); spawn self ───────────►  connect; REGISTER(owner pid = own pid)
+//!                                        ACQUIRE x N (leases, then disks)
+//!                                        RESTRICT; clear CLOEXEC on the socket
+//!   read(status) ◄── EOF at exec ──────  exec(CMD)   (keeps the restricted connection)
+//!   read(status) ◄── "exit N" ─────────  or: report, print the error, exit N
+//! wait(child) -> CMD's status, 128+signal, or N
+//! ```
+//!
+//! The child re-runs this binary (no `fork` in safe Rust): the parent sets
+//! [`STATUS_FD_ENV`] to the write end of the status pipe, which the child makes
+//! close-on-exec, so a successful exec closes it without a word.
+//!
+//! Because the child registered *itself*, the daemon ties the locks to the
+//! connection that CMD inherits: when CMD exits they are released, and if CMD
+//! closed the descriptor while running, the daemon would kill it (libvirt's
+//! fencing, spec §5.4).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::Command;
+
+use vmlock::LockError;
+use vmlock::lockd::WireResource;
+use vmlock_client::{Client, ClientError};
+
+use crate::cli::ExecArgs;
+use crate::error::CtlError;
+use crate::holder::probe;
+use crate::resources::{command_name, lockspaces, owner, wire_resources};
+
+/// Environment variable naming the status-pipe descriptor in the child.
+pub const STATUS_FD_ENV: &str = "VMLOCKCTL_EXEC_STATUS_FD";
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> CtlError + '_ {
+    move |source| CtlError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// The parent: spawns the child with the same arguments and passes its status on.
+pub fn parent(argv: &[OsString]) -> Result<u8, CtlError> {
+    let (mut reader, writer) = std::io::pipe().map_err(io_err("cannot create a pipe"))?;
+    vmlock_sys::fd::set_cloexec(writer.as_fd(), false)
+        .map_err(io_err("cannot prepare the status pipe"))?;
+    let exe = std::env::current_exe().map_err(io_err("cannot find this program"))?;
+    let mut child = Command::new(exe)
+        .args(argv.iter().skip(1))
+        .env(STATUS_FD_ENV, writer.as_raw_fd().to_string())
+        .spawn()
+        .map_err(io_err("cannot start the lock holder"))?;
+    drop(writer);
+    let mut report = String::new();
+    let _ = reader.read_to_string(&mut report);
+    let status = child
+        .wait()
+        .map_err(io_err("cannot wait for the command"))?;
+    if let Some(code) = report.trim().strip_prefix("exit ") {
+        return Ok(code.parse().unwrap_or(crate::error::EXIT_ERROR));
+    }
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => crate::error::EXIT_ERROR,
+    })
+}
+
+/// The child: takes the locks and execs CMD; returns only on failure, after
+/// reporting the exit code on the status pipe.
+pub fn child(socket: &Path, args: &ExecArgs, status_fd: &str) -> u8 {
+    let status = status_fd
+        .parse()
+        .ok()
+        .and_then(|n| vmlock_sys::fd::adopt(n).ok())
+        .map(std::fs::File::from);
+    let mut holder = None;
+    let err = lock_and_exec(socket, args, &mut holder);
+    let code = err.exit_code();
+    if let Some(mut f) = status {
+        let _ = writeln!(f, "exit {code}");
+    }
+    eprintln!("vmlockctl: {}", err.chain());
+    drop(holder);
+    code
+}
+
+/// Connects, registers this process, acquires, restricts, and execs CMD. The
+/// connection is parked in `holder` so that it outlives an error report.
+fn lock_and_exec(socket: &Path, args: &ExecArgs, holder: &mut Option<UnixStream>) -> CtlError {
+    let Some(cmd) = args.command.first() else {
+        return CtlError::Usage("no command given".into());
+    };
+    let result = (|| {
+        let resources = wire_resources(&args.resources, &[])?;
+        create_lockspaces(socket, &resources)?;
+        let owner = owner(&args.owner, std::process::id(), &command_name(cmd))?;
+        let mut client = Client::connect(socket)?;
+        client.register(&owner)?;
+        let stream = client.as_fd().try_clone_to_owned();
+        *holder = stream.ok().map(UnixStream::from);
+        acquire_all(&mut client, &resources)?;
+        client.restrict()?;
+        let conn = client.into_stream();
+        vmlock_sys::fd::set_cloexec(conn.as_fd(), false)
+            .map_err(io_err("cannot pass the lock connection on"))?;
+        *holder = Some(conn);
+        Ok::<(), CtlError>(())
+    })();
+    if let Err(e) = result {
+        return e;
+    }
+    let source = Command::new(cmd)
+        .args(&args.command[1..])
+        .env_remove(STATUS_FD_ENV)
+        .exec();
+    CtlError::Exec {
+        cmd: cmd.to_string_lossy().into_owned(),
+        source,
+    }
+}
+
+/// CREATE_LOCKSPACE for every lockspace the resources use.
+pub fn create_lockspaces(socket: &Path, resources: &[WireResource]) -> Result<(), CtlError> {
+    for ls in lockspaces(resources) {
+        Client::connect(socket)?.create_lockspace(&ls)?;
+    }
+    Ok(())
+}
+
+/// ACQUIRE each resource; a busy answer becomes [`CtlError::Busy`] naming the holder.
+pub fn acquire_all(client: &mut Client, resources: &[WireResource]) -> Result<(), CtlError> {
+    for r in resources {
+        client
+            .acquire_resource(&r.lockspace, &r.name, r.flags)
+            .map_err(|e| acquire_error(e, r))?;
+    }
+    Ok(())
+}
+
+/// Turns an ACQUIRE failure into the CLI's error.
+pub fn acquire_error(e: ClientError, r: &WireResource) -> CtlError {
+    if !e.is_busy() {
+        return CtlError::Lock(LockError::Resource {
+            action: "acquire",
+            resource: r.label.clone(),
+            source: e,
+        });
+    }
+    let holder = probe(&r.lease_file()).ok().and_then(|p| p.holder_text());
+    let what = if r.label.starts_with("lease ") {
+        r.label.clone()
+    } else {
+        format!("disk {}", r.label)
+    };
+    CtlError::Busy(match holder {
+        Some(h) => format!("{what} is busy: locked by another owner, {h}"),
+        None => format!("{what} is busy: locked by another owner"),
+    })
+}

@@ -1,0 +1,71 @@
+//! `acquire`, `release` and `register`: one short-lived connection each, acting for
+//! an owner pid (default: the calling shell), as libvirtd does for a running VM.
+//!
+//! Locks taken this way belong to the owner pid, not to the connection: they stay
+//! until `release` (or until a connection on which that pid registered itself closes).
+
+use std::path::Path;
+
+use vmlock::LockError;
+use vmlock_client::Client;
+
+use crate::cli::{LockArgs, RegisterArgs};
+use crate::error::CtlError;
+use crate::exec::{acquire_all, create_lockspaces};
+use crate::resources::{owner, parse_disk, wire_resources};
+
+fn owner_pid(pid: Option<u32>) -> u32 {
+    pid.unwrap_or_else(std::os::unix::process::parent_id)
+}
+
+fn resources(args: &LockArgs) -> Result<Vec<vmlock::lockd::WireResource>, CtlError> {
+    let extra: Vec<_> = args
+        .paths
+        .iter()
+        .map(|p| {
+            let mut d = parse_disk(p);
+            d.shared |= args.shared;
+            d
+        })
+        .collect();
+    wire_resources(&args.resources, &extra)
+}
+
+/// `acquire`.
+pub fn acquire(socket: &Path, args: &LockArgs) -> Result<(), CtlError> {
+    let resources = resources(args)?;
+    create_lockspaces(socket, &resources)?;
+    let owner = owner(&args.owner, owner_pid(args.pid), "vmlockctl")?;
+    let mut client = Client::connect(socket)?;
+    client.register(&owner)?;
+    acquire_all(&mut client, &resources)
+}
+
+/// `release`.
+pub fn release(socket: &Path, args: &LockArgs) -> Result<(), CtlError> {
+    let resources = resources(args)?;
+    let owner = owner(&args.owner, owner_pid(args.pid), "vmlockctl")?;
+    let mut client = Client::connect(socket)?;
+    client.register(&owner)?;
+    for r in &resources {
+        client
+            .release_resource(&r.lockspace, &r.name)
+            .map_err(|source| LockError::Resource {
+                action: "release",
+                resource: r.label.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// `register`.
+pub fn register(socket: &Path, args: &RegisterArgs) -> Result<(), CtlError> {
+    let owner = owner(&args.owner, owner_pid(args.pid), "vmlockctl")?;
+    let mut client = Client::connect(socket)?;
+    client.register(&owner)?;
+    if args.restrict {
+        client.restrict()?;
+    }
+    Ok(())
+}
