@@ -19,19 +19,16 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// Clearing it is how a descriptor is handed to the next program image on
 /// re-exec; setting it again is the first thing the new image does.
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: as in `is_cloexec`.
-    let flags = cvt(unsafe { libc::fcntl(raw, libc::F_GETFD) })?;
-    let new = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
-    if new != flags {
-        // SAFETY: F_SETFD with an integer argument on a live descriptor.
-        cvt(unsafe { libc::fcntl(raw, libc::F_SETFD, new) })?;
-    }
-    Ok(())
+    set_cloexec_raw(fd.as_raw_fd(), on)
+}
+
+/// One `F_SETFD` (FD_CLOEXEC is the only descriptor flag Linux has, so no
+/// read-modify-write is needed); `EBADF` for a number that is not open.
+fn set_cloexec_raw(raw: RawFd, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD with an integer argument only touches the descriptor
+    // table entry of `raw`; no memory is passed.
+    cvt(unsafe { libc::fcntl(raw, libc::F_SETFD, flags) }).map(drop)
 }
 
 /// Whether the raw descriptor number is open in this process.
@@ -49,15 +46,15 @@ pub fn is_open(raw: RawFd) -> bool {
 /// adopting each number named in a state file at most once and before any
 /// other code opens descriptors; [`adopt`] sets `FD_CLOEXEC` on it.
 pub fn adopt(raw: RawFd) -> io::Result<OwnedFd> {
-    if !is_open(raw) {
+    if raw < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
-    // SAFETY: `raw` is open (checked above) and, by this function's contract,
-    // owned by nothing else in the process, so the new `OwnedFd` is its only
-    // owner and will close it exactly once.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_cloexec(std::os::fd::AsFd::as_fd(&fd), true)?;
-    Ok(fd)
+    // Setting FD_CLOEXEC doubles as the check that the number is open (EBADF).
+    set_cloexec_raw(raw, true)?;
+    // SAFETY: `raw` is open (F_SETFD succeeded) and, by this function's
+    // contract, owned by nothing else in the process, so the new `OwnedFd`
+    // is its only owner and will close it exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Closes `fd` and reports the error of `close(2)`, which dropping an
@@ -68,6 +65,18 @@ pub fn close(fd: OwnedFd) -> io::Result<()> {
     // SAFETY: `raw` came from an `OwnedFd` we consumed, so this is its only
     // owner and it is closed exactly once, here.
     cvt(unsafe { libc::close(raw) }).map(drop)
+}
+
+/// Duplicates a descriptor given by number (`F_DUPFD_CLOEXEC`) without
+/// taking ownership of the original. The copy shares the open file
+/// description, so OFD locks held through the original stay held while
+/// either is open.
+pub fn dup_raw(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor table; an unused
+    // number fails with EBADF. No memory is passed.
+    let new = cvt(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: on success `new` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// `fstat` identity of an open file: `(st_dev, st_ino)`.
@@ -101,6 +110,22 @@ mod tests {
         assert!(!is_open(100_000));
         let e = adopt(100_000).expect_err("closed fd");
         assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn dup_raw_shares_the_file_and_refuses_a_closed_number() {
+        let f = std::fs::File::open("/proc/self/status").expect("open");
+        let d = dup_raw(f.as_raw_fd()).expect("dup");
+        assert_ne!(d.as_raw_fd(), f.as_raw_fd());
+        assert_eq!(
+            identity(d.as_fd()).expect("a"),
+            identity(f.as_fd()).expect("b")
+        );
+        assert!(is_cloexec(d.as_fd()).expect("cloexec"));
+        assert_eq!(
+            dup_raw(100_000).expect_err("closed").raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 
     #[test]

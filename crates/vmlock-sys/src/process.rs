@@ -213,3 +213,46 @@ pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
         }
     }
 }
+
+/// Replaces this program with `argv[0]`, searched in `PATH` when it has no
+/// slash, like `execvp` but **without** its fallback of running a file the
+/// kernel refuses (`ENOEXEC`: another architecture, garbage) through
+/// `/bin/sh`: for a lock daemon that fallback "succeeds" into a shell that
+/// fails, and every lock is lost. Returns only on failure.
+pub fn exec_no_shell(argv: &[std::ffi::OsString]) -> io::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(first) = argv.first() else {
+        return io::Error::from_raw_os_error(libc::EINVAL);
+    };
+    let cstr = |s: &std::ffi::OsStr| CString::new(s.as_bytes()).map_err(io::Error::other);
+    let args: Vec<CString> = match argv.iter().map(|a| cstr(a)).collect() {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let candidates: Vec<std::path::PathBuf> = if first.as_bytes().contains(&b'/') {
+        vec![first.into()]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(first))
+            .collect()
+    };
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for c in candidates {
+        let Ok(prog) = cstr(c.as_os_str()) else {
+            continue;
+        };
+        // SAFETY: `prog` and every element of `ptrs` are NUL-terminated
+        // strings kept alive by `args`/`prog` across the call; `ptrs` ends
+        // with a null pointer as execv requires. On success it never returns.
+        unsafe { libc::execv(prog.as_ptr(), ptrs.as_ptr()) };
+        last = io::Error::last_os_error();
+        if !matches!(last.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+            break;
+        }
+    }
+    last
+}

@@ -1,0 +1,391 @@
+//! The engine: lockspaces, acquire and release.
+//!
+//! Acquire of a key not yet held, step by step (the table lock `T` is held
+//! only for the bracketed steps, never across a syscall):
+//!
+//! ```text
+//! [T] lockspace exists? name valid? key held (join or busy) / pending (busy) / free -> reserve key
+//!     stat(path) -> identity I (follows symlinks)
+//! [T] I held (join or busy) / busy (busy) / free -> reserve I     (never open a held file)
+//!     open; fstat == I?  else close, retry (at most 5 tries)
+//!     fcntl lock byte 0 (no wait: conflict = busy)
+//!     AUTOCREATE: stat(path) still I?  else close, retry
+//!     arbiter.acquire (Err: unlink-if-autocreate, close, fail)
+//! [T] commit: key -> Held, I -> held
+//! ```
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use vmlock_sys::lock::LockKind;
+
+use crate::Error;
+use crate::fsops::{self, Disposal, Ident};
+use crate::names;
+use crate::state::{Found, Gone, Key, Owner, Resource, State};
+use crate::types::{AcquireFlags, ClusterArbiter, EngineOptions, ResourceInfo, ResourceKey, Stats};
+
+#[cfg(test)]
+mod tests;
+
+/// How often an acquire restarts when the path changes under it.
+const MAX_TRIES: usize = 5;
+
+/// The lockspace engine. `Send + Sync`: share it with an `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) state: Mutex<State>,
+    pub(crate) kind: LockKind,
+    pub(crate) arbiter: Option<Arc<dyn ClusterArbiter>>,
+}
+
+enum Step {
+    Done,
+    Retry,
+}
+
+/// Reservations taken by one acquire attempt; dropped ones are released.
+struct Reservation<'a> {
+    engine: &'a Engine,
+    key: Option<Key>,
+    ident: Option<Ident>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.key.is_none() && self.ident.is_none() {
+            return;
+        }
+        let mut st = self.engine.state();
+        if let Some(key) = self.key.take() {
+            st.unreserve_name(&key);
+        }
+        if let Some(ident) = self.ident.take() {
+            st.unbusy(ident);
+        }
+    }
+}
+
+fn rkey(key: &Key) -> ResourceKey {
+    ResourceKey {
+        lockspace: key.0.clone(),
+        name: key.1.clone(),
+    }
+}
+
+impl Engine {
+    /// A new engine holding nothing, with only the default lockspace.
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine {
+            state: Mutex::new(State::default()),
+            kind: opts.lock_kind,
+            arbiter: opts.arbiter,
+        }
+    }
+
+    /// The table lock; a panic elsewhere never makes the tables unusable.
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// CREATE_LOCKSPACE: idempotent; `""` (the default) always exists.
+    pub fn create_lockspace(&self, path: &str) -> Result<(), Error> {
+        if self.has_lockspace(path) {
+            return Ok(());
+        }
+        fsops::make_lockspace_dir(path)?;
+        self.state().named.insert(path.to_owned());
+        Ok(())
+    }
+
+    /// NEW: like [`Engine::create_lockspace`] but fails if the lockspace
+    /// exists; a failed creation stores nothing (quirk 18).
+    pub fn new_lockspace(&self, path: &str) -> Result<(), Error> {
+        let exists = || Error::LockspaceExists {
+            path: path.to_owned(),
+        };
+        if path.is_empty() {
+            return Err(Error::DefaultLockspaceExists);
+        }
+        if self.has_lockspace(path) {
+            return Err(exists());
+        }
+        fsops::make_lockspace_dir(path)?;
+        if self.state().named.insert(path.to_owned()) {
+            Ok(())
+        } else {
+            Err(exists())
+        }
+    }
+
+    /// Whether the lockspace exists (`""` always does).
+    pub fn has_lockspace(&self, path: &str) -> bool {
+        self.state().has_lockspace(path)
+    }
+
+    /// CREATE_RESOURCE: touch the lease file (mode 0600, not locked).
+    pub fn create_resource(&self, lockspace: &str, name: &str) -> Result<(), Error> {
+        self.unheld_file_op(lockspace, name, fsops::touch)
+    }
+
+    /// DELETE_RESOURCE: unlink the lease file (ENOENT is fine).
+    pub fn delete_resource(&self, lockspace: &str, name: &str) -> Result<(), Error> {
+        self.unheld_file_op(lockspace, name, fsops::delete)
+    }
+
+    /// Runs `op(path)` with the key (and the file's identity, if it exists)
+    /// reserved, after checking that neither is held.
+    fn unheld_file_op(
+        &self,
+        lockspace: &str,
+        name: &str,
+        op: fn(&str) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let key: Key = (lockspace.to_owned(), name.to_owned());
+        let path = {
+            let mut st = self.state();
+            st.check_lockspace(lockspace)?;
+            let path = names::resource_path(lockspace, name)?;
+            // Exclusive claim: anything held is busy.
+            st.claim_name(&key, false)?;
+            path
+        };
+        let mut guard = Reservation {
+            engine: self,
+            key: Some(key),
+            ident: None,
+        };
+        if let Ok(ident) = fsops::stat_ident(&path) {
+            self.state().claim_ident(ident, false, name)?;
+            guard.ident = Some(ident);
+        }
+        op(&path)
+    }
+
+    /// ACQUIRE_RESOURCE for `owner`. Never waits: anything held elsewhere
+    /// (or being worked on by another thread) is [`Error::Busy`].
+    pub fn acquire(
+        &self,
+        lockspace: &str,
+        name: &str,
+        owner: u32,
+        flags: AcquireFlags,
+    ) -> Result<(), Error> {
+        let key: Key = (lockspace.to_owned(), name.to_owned());
+        for _ in 0..MAX_TRIES {
+            if let Step::Done = self.acquire_once(&key, owner, flags)? {
+                return Ok(());
+            }
+        }
+        Err(Error::Open {
+            path: names::resource_path(lockspace, name)?,
+            errno: libc::EAGAIN,
+            create: flags.autocreate,
+        })
+    }
+
+    fn acquire_once(&self, key: &Key, owner: u32, flags: AcquireFlags) -> Result<Step, Error> {
+        let (path, found) = {
+            let mut st = self.state();
+            st.check_lockspace(&key.0)?;
+            let path = names::resource_path(&key.0, &key.1)?;
+            if flags.autocreate && key.0.is_empty() {
+                return Err(Error::AutocreateInDefault {
+                    name: key.1.clone(),
+                });
+            }
+            (path, st.claim_name(key, flags.shared)?)
+        };
+        if let Found::Join(id) = found {
+            return self.join(key, id, owner);
+        }
+        let mut guard = Reservation {
+            engine: self,
+            key: Some(key.clone()),
+            ident: None,
+        };
+        let pre = fsops::stat_ident(&path).ok();
+        if let Some(ident) = pre {
+            // Bind first: a guard in the match scrutinee would live on
+            // into `join`, which takes the lock again.
+            let found = self.state().claim_ident(ident, flags.shared, &key.1)?;
+            match found {
+                Found::Reserved => guard.ident = Some(ident),
+                Found::Join(id) => {
+                    let step = self.join(key, id, owner)?;
+                    if let Step::Done = step {
+                        guard.key = None;
+                    }
+                    return Ok(step);
+                }
+            }
+        }
+        self.open_and_lock(&mut guard, &path, pre, owner, flags)
+    }
+
+    /// Steps after the reservations: open, verify, lock, re-check, commit.
+    fn open_and_lock(
+        &self,
+        guard: &mut Reservation<'_>,
+        path: &str,
+        pre: Option<Ident>,
+        owner: u32,
+        flags: AcquireFlags,
+    ) -> Result<Step, Error> {
+        let Some(key) = guard.key.clone() else {
+            return Ok(Step::Retry);
+        };
+        fsops::race_point("before_open", path);
+        let file = fsops::open_resource(path, flags.autocreate)?;
+        fsops::race_point("after_open", path);
+        let open_err = |e: std::io::Error| Error::Open {
+            path: path.to_owned(),
+            errno: Error::io(&e),
+            create: flags.autocreate,
+        };
+        let ident = fsops::file_ident(&file).map_err(open_err)?;
+        match pre {
+            Some(p) if p == ident => {}
+            Some(_) => return Ok(Step::Retry),
+            None => {
+                // The file appeared between stat and open (or was created
+                // by us): reserve its identity now.
+                if self.state().claim_ident(ident, false, &key.1).is_err() {
+                    return Ok(Step::Retry);
+                }
+                guard.ident = Some(ident);
+            }
+        }
+        if !fsops::lock_file(&file, path, self.kind, flags.shared)? {
+            return Err(crate::state::busy(&key.1));
+        }
+        if flags.autocreate && fsops::stat_ident(path).ok() != Some(ident) {
+            // Another host unlinked or replaced it after our open.
+            return Ok(Step::Retry);
+        }
+        let res = Resource {
+            names: vec![key.clone()],
+            path: path.to_owned(),
+            file,
+            ident,
+            shared: flags.shared,
+            autocreate: flags.autocreate,
+            lock_held: true,
+            kind: self.kind,
+            owners: vec![Owner { pid: owner, via: 0 }],
+        };
+        self.arbitrate_and_commit(guard, res, owner)
+    }
+
+    fn arbitrate_and_commit(
+        &self,
+        guard: &mut Reservation<'_>,
+        res: Resource,
+        owner: u32,
+    ) -> Result<Step, Error> {
+        if let Some(arb) = &self.arbiter
+            && let Err(e) = arb.acquire(&res.key(0), res.shared, owner)
+        {
+            fsops::dispose(Disposal {
+                file: res.file,
+                path: res.path,
+                shared: res.shared,
+                autocreate: res.autocreate,
+                lock_held: true,
+                kind: res.kind,
+                extra: Vec::new(),
+            });
+            return Err(e);
+        }
+        let mut st = self.state();
+        st.commit(res);
+        guard.key = None;
+        guard.ident = None;
+        Ok(Step::Done)
+    }
+
+    /// Adds `owner` to shared resource `id` under `key`, asking the arbiter
+    /// first. `Retry` if the resource went away meanwhile.
+    fn join(&self, key: &Key, id: u64, owner: u32) -> Result<Step, Error> {
+        let rk = rkey(key);
+        if let Some(arb) = &self.arbiter {
+            arb.acquire(&rk, true, owner)?;
+        }
+        if self.state().join(id, key, owner) {
+            return Ok(Step::Done);
+        }
+        if let Some(arb) = &self.arbiter {
+            arb.release(&rk, owner, true);
+        }
+        Ok(Step::Retry)
+    }
+
+    /// RELEASE_RESOURCE: removes **one** occurrence of `owner`; the last
+    /// owner's release unlinks an AUTOCREATE lease (see crate docs) and
+    /// closes the descriptor.
+    pub fn release(&self, lockspace: &str, name: &str, owner: u32) -> Result<(), Error> {
+        let key: Key = (lockspace.to_owned(), name.to_owned());
+        let (via, gone) = {
+            let mut st = self.state();
+            st.check_lockspace(lockspace)?;
+            st.release_one(&key, owner)?
+        };
+        let last = gone.is_some();
+        if let Some(gone) = gone {
+            self.dispose(gone);
+        }
+        if let Some(arb) = &self.arbiter {
+            arb.release(&via, owner, last);
+        }
+        Ok(())
+    }
+
+    /// Releases **every** occurrence of `owner` in every lockspace (quirk 5
+    /// fixed) and returns the number of resources touched.
+    ///
+    /// Releases cannot fail today (an unlink failure is logged, as libvirt
+    /// does); the `Result` leaves room for back ends that can.
+    pub fn release_owner(&self, owner: u32) -> Result<usize, Error> {
+        let (touched, events, gone) = self.state().release_all(owner);
+        for g in gone {
+            self.dispose(g);
+        }
+        if let Some(arb) = &self.arbiter {
+            for (key, last) in &events {
+                arb.release(key, owner, *last);
+            }
+        }
+        Ok(touched)
+    }
+
+    fn dispose(&self, gone: Gone) {
+        if let Some((disposal, ident)) = gone.disposal {
+            fsops::dispose(disposal);
+            self.state().unbusy(ident);
+        }
+    }
+
+    /// Distinct owner pids currently holding something, sorted.
+    pub fn owners(&self) -> Vec<u32> {
+        self.state().owner_pids()
+    }
+
+    /// Counters: lockspaces (default included), resources, distinct owners.
+    pub fn stats(&self) -> Stats {
+        let st = self.state();
+        Stats {
+            lockspaces: st.named.len() + 1,
+            resources: st.resources.len(),
+            owners: st.owner_pids().len(),
+        }
+    }
+
+    /// What is held under `(lockspace, name)` (any alias works).
+    pub fn inspect(&self, lockspace: &str, name: &str) -> Option<ResourceInfo> {
+        let st = self.state();
+        let key: Key = (lockspace.to_owned(), name.to_owned());
+        let crate::state::Slot::Held(id) = st.names.get(&key)? else {
+            return None;
+        };
+        st.resources.get(id).map(crate::snapshot::info)
+    }
+}

@@ -1,0 +1,341 @@
+//! The in-memory tables, always used under the engine's one mutex.
+//!
+//! ```text
+//! names:     (lockspace, name) -> Held(id) | Pending        every alias is a key
+//! idents:    (st_dev, st_ino)  -> { held: [id..], busy: n } busy = acquires in
+//!                                                           flight or fds closing
+//! resources: id -> Resource { names[0] = primary key, file, owners[(pid, via)] }
+//! ```
+//!
+//! Nothing here performs I/O: a key or identity that is being worked on
+//! outside the lock is *reserved* (`Pending` / `busy`), and any other request
+//! meeting a reservation is told "busy" instead of waiting.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+
+use vmlock_sys::lock::LockKind;
+
+use crate::fsops::{Disposal, Ident};
+use crate::{Error, ResourceKey};
+
+/// `(lockspace, name)`.
+pub(crate) type Key = (String, String);
+
+/// One acquire by one owner pid, through the key `names[via]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub pid: u32,
+    pub via: usize,
+}
+
+/// A held lease file.
+#[derive(Debug)]
+pub(crate) struct Resource {
+    pub names: Vec<Key>,
+    pub path: String,
+    pub file: File,
+    pub ident: Ident,
+    pub shared: bool,
+    pub autocreate: bool,
+    pub lock_held: bool,
+    pub kind: LockKind,
+    pub owners: Vec<Owner>,
+}
+
+impl Resource {
+    pub(crate) fn key(&self, via: usize) -> ResourceKey {
+        let (lockspace, name) = self
+            .names
+            .get(via)
+            .or(self.names.first())
+            .cloned()
+            .unwrap_or_default();
+        ResourceKey { lockspace, name }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Held(u64),
+    Pending,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct IdentEntry {
+    pub held: Vec<u64>,
+    pub busy: u32,
+}
+
+/// A descriptor kept open only so that closing it cannot drop an inherited
+/// POSIX lock another resource on the same file relies on.
+#[derive(Debug)]
+pub(crate) struct Lingering {
+    pub ident: Ident,
+    pub path: String,
+    pub file: File,
+}
+
+/// What a request found under its key or identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// Nothing: the caller now holds a reservation.
+    Reserved,
+    /// A shared resource the shared request may join.
+    Join(u64),
+}
+
+/// A resource that went away with its last owner; the caller disposes of
+/// the file outside the lock and then calls [`State::unbusy`].
+#[derive(Debug)]
+pub(crate) struct Gone {
+    pub disposal: Option<(Disposal, Ident)>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub named: HashSet<String>,
+    pub resources: HashMap<u64, Resource>,
+    pub names: HashMap<Key, Slot>,
+    pub idents: HashMap<Ident, IdentEntry>,
+    pub lingering: Vec<Lingering>,
+    next_id: u64,
+}
+
+impl State {
+    pub(crate) fn has_lockspace(&self, path: &str) -> bool {
+        path.is_empty() || self.named.contains(path)
+    }
+
+    pub(crate) fn check_lockspace(&self, path: &str) -> Result<(), Error> {
+        if self.has_lockspace(path) {
+            Ok(())
+        } else {
+            Err(Error::NoLockspace {
+                path: path.to_owned(),
+            })
+        }
+    }
+
+    /// Looks the key up: joinable, busy, or free (then reserved).
+    pub(crate) fn claim_name(&mut self, key: &Key, shared: bool) -> Result<Found, Error> {
+        match self.names.get(key) {
+            Some(Slot::Held(id)) => self.joinable(*id, shared, &key.1),
+            Some(Slot::Pending) => Err(busy(&key.1)),
+            None => {
+                self.names.insert(key.clone(), Slot::Pending);
+                Ok(Found::Reserved)
+            }
+        }
+    }
+
+    /// Looks a file identity up: joinable, busy, or free (then reserved).
+    pub(crate) fn claim_ident(
+        &mut self,
+        ident: Ident,
+        shared: bool,
+        name: &str,
+    ) -> Result<Found, Error> {
+        let entry = self.idents.entry(ident).or_default();
+        if let Some(&id) = entry.held.first() {
+            return self.joinable(id, shared, name);
+        }
+        if entry.busy > 0 {
+            return Err(busy(name));
+        }
+        entry.busy = 1;
+        Ok(Found::Reserved)
+    }
+
+    fn joinable(&self, id: u64, shared: bool, name: &str) -> Result<Found, Error> {
+        match self.resources.get(&id) {
+            Some(res) if res.shared && shared => Ok(Found::Join(id)),
+            _ => Err(busy(name)),
+        }
+    }
+
+    pub(crate) fn unreserve_name(&mut self, key: &Key) {
+        if self.names.get(key) == Some(&Slot::Pending) {
+            self.names.remove(key);
+        }
+    }
+
+    /// Drops one reservation of `ident` (an acquire gave up, or a closed fd).
+    pub(crate) fn unbusy(&mut self, ident: Ident) {
+        if let Some(entry) = self.idents.get_mut(&ident) {
+            entry.busy = entry.busy.saturating_sub(1);
+            if entry.busy == 0 && entry.held.is_empty() {
+                self.idents.remove(&ident);
+            }
+        }
+    }
+
+    /// Adds `owner` to shared resource `id` through `key` (which is either
+    /// already one of its names, or reserved by the caller as an alias).
+    /// `false` if the resource went away meanwhile.
+    pub(crate) fn join(&mut self, id: u64, key: &Key, pid: u32) -> bool {
+        let Some(res) = self.resources.get_mut(&id) else {
+            return false;
+        };
+        let via = match res.names.iter().position(|k| k == key) {
+            Some(via) => via,
+            None => {
+                if self.names.get(key) != Some(&Slot::Pending) {
+                    return false;
+                }
+                self.names.insert(key.clone(), Slot::Held(id));
+                res.names.push(key.clone());
+                res.names.len() - 1
+            }
+        };
+        res.owners.push(Owner { pid, via });
+        true
+    }
+
+    /// Records a newly locked resource whose key and identity the caller
+    /// reserved; consumes both reservations.
+    pub(crate) fn commit(&mut self, res: Resource) {
+        let ident = res.ident;
+        self.insert(res);
+        if let Some(entry) = self.idents.get_mut(&ident) {
+            entry.busy = entry.busy.saturating_sub(1);
+        }
+    }
+
+    /// Inserts a resource under all its names and its identity.
+    pub(crate) fn insert(&mut self, res: Resource) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        for key in &res.names {
+            self.names.insert(key.clone(), Slot::Held(id));
+        }
+        self.idents.entry(res.ident).or_default().held.push(id);
+        self.resources.insert(id, res);
+        id
+    }
+
+    /// RELEASE: removes one occurrence of `pid` (preferably one acquired
+    /// through `key`). Returns the key the occurrence was acquired through.
+    pub(crate) fn release_one(
+        &mut self,
+        key: &Key,
+        pid: u32,
+    ) -> Result<(ResourceKey, Option<Gone>), Error> {
+        let not_locked = || Error::NotLocked {
+            name: key.1.clone(),
+        };
+        let Some(Slot::Held(id)) = self.names.get(key).copied() else {
+            return Err(not_locked());
+        };
+        let res = self.resources.get_mut(&id).ok_or_else(not_locked)?;
+        let here = res.names.iter().position(|k| k == key);
+        let pos = res
+            .owners
+            .iter()
+            .position(|o| o.pid == pid && Some(o.via) == here)
+            .or_else(|| res.owners.iter().position(|o| o.pid == pid))
+            .ok_or(Error::NotOwner { pid })?;
+        let removed = res.owners.remove(pos);
+        let via = res.key(removed.via);
+        let gone = res.owners.is_empty().then(|| self.take(id));
+        Ok((via, gone))
+    }
+
+    /// Removes every occurrence of `pid` everywhere. Returns the number of
+    /// resources touched, one `(key, last)` per removed occurrence, and the
+    /// resources that went away.
+    pub(crate) fn release_all(&mut self, pid: u32) -> (usize, Vec<(ResourceKey, bool)>, Vec<Gone>) {
+        let mut ids: Vec<u64> = self.resources.keys().copied().collect();
+        ids.sort_unstable();
+        let (mut touched, mut events, mut gone) = (0, Vec::new(), Vec::new());
+        for id in ids {
+            let Some(res) = self.resources.get_mut(&id) else {
+                continue;
+            };
+            let mine: Vec<usize> = res
+                .owners
+                .iter()
+                .filter(|o| o.pid == pid)
+                .map(|o| o.via)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            touched += 1;
+            res.owners.retain(|o| o.pid != pid);
+            let last = res.owners.is_empty();
+            let n = mine.len();
+            events.extend(
+                mine.iter()
+                    .enumerate()
+                    .map(|(i, &via)| (res.key(via), last && i + 1 == n)),
+            );
+            if last {
+                gone.push(self.take(id));
+            }
+        }
+        (touched, events, gone)
+    }
+
+    /// Takes resource `id` out of every table. Its file is either handed
+    /// back for disposal (identity kept busy until [`State::unbusy`]) or,
+    /// when another resource still holds the same file, parked.
+    pub(crate) fn take(&mut self, id: u64) -> Gone {
+        let Some(res) = self.resources.remove(&id) else {
+            return Gone { disposal: None };
+        };
+        for key in &res.names {
+            self.names.remove(key);
+        }
+        let entry = self.idents.entry(res.ident).or_default();
+        entry.held.retain(|&h| h != id);
+        if !entry.held.is_empty() {
+            self.lingering.push(Lingering {
+                ident: res.ident,
+                path: res.path,
+                file: res.file,
+            });
+            return Gone { disposal: None };
+        }
+        entry.busy += 1;
+        let extra = self.take_lingering(res.ident);
+        let disposal = Disposal {
+            file: res.file,
+            path: res.path,
+            shared: res.shared,
+            autocreate: res.autocreate,
+            lock_held: res.lock_held,
+            kind: res.kind,
+            extra,
+        };
+        Gone {
+            disposal: Some((disposal, res.ident)),
+        }
+    }
+
+    fn take_lingering(&mut self, ident: Ident) -> Vec<File> {
+        let (mine, rest) = std::mem::take(&mut self.lingering)
+            .into_iter()
+            .partition(|l| l.ident == ident);
+        self.lingering = rest;
+        mine.into_iter().map(|l: Lingering| l.file).collect()
+    }
+
+    /// Distinct owner pids, sorted.
+    pub(crate) fn owner_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .resources
+            .values()
+            .flat_map(|r| r.owners.iter().map(|o| o.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+}
+
+pub(crate) fn busy(name: &str) -> Error {
+    Error::Busy {
+        name: name.to_owned(),
+    }
+}

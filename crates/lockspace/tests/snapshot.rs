@@ -1,0 +1,229 @@
+//! Restart snapshots: JSON key names, round trip through serde_json into a
+//! second engine from dup'ed descriptors, libvirt's own file, odd entries.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use lockspace::{
+    AcquireFlags, Engine, EngineOptions, LockKind, LockspaceSnap, ResourceSnap, RestoreProblem,
+    Snapshot,
+};
+use vmlock_sys::lock::{self, LockType};
+
+fn foreign_lock_possible(path: &str, ty: LockType) -> bool {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let got = lock::try_lock(f.as_fd(), LockKind::Ofd, ty).expect("fcntl");
+    if got {
+        lock::unlock(f.as_fd(), LockKind::Ofd).expect("unlock");
+    }
+    got
+}
+
+const SA: AcquireFlags = AcquireFlags {
+    shared: true,
+    autocreate: true,
+};
+const S: AcquireFlags = AcquireFlags {
+    shared: true,
+    autocreate: false,
+};
+
+#[test]
+fn round_trip_through_json_into_a_second_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let (disk, link, ls) = (format!("{d}/disk"), format!("{d}/link"), format!("{d}/ls"));
+    std::fs::write(&disk, b"img").expect("disk");
+    std::os::unix::fs::symlink(&disk, &link).expect("symlink");
+    let one = Engine::new(EngineOptions::default());
+    one.create_lockspace(&ls).expect("ls");
+    one.create_lockspace(&format!("{d}/empty")).expect("ls2");
+    one.acquire("", &disk, 10, S).expect("disk");
+    one.acquire("", &link, 11, S).expect("alias");
+    one.acquire(&ls, "lease", 10, SA).expect("lease");
+    one.acquire(&ls, "lease", 12, SA).expect("lease 2");
+    one.acquire(
+        &ls,
+        "x",
+        12,
+        AcquireFlags {
+            shared: false,
+            autocreate: true,
+        },
+    )
+    .expect("x");
+
+    let snap = one.snapshot();
+    let json = serde_json::to_value(&snap).expect("json");
+    let res = &json["lockspaces"][1]["resources"][0];
+    for key in [
+        "name",
+        "path",
+        "fd",
+        "lockHeld",
+        "flags",
+        "owners",
+        "vmlockLockKind",
+    ] {
+        assert!(res.get(key).is_some(), "missing key {key} in {res}");
+    }
+    assert_eq!(res["flags"], 3);
+    assert_eq!(json["defaultLockspace"].get("directory"), None);
+    assert_eq!(
+        json["defaultLockspace"]["resources"][0]["vmlockAliases"][0][1],
+        link.as_str()
+    );
+
+    let back: Snapshot = serde_json::from_str(&json.to_string()).expect("parse");
+    assert_eq!(back, snap);
+    let (two, report) =
+        Engine::restore(EngineOptions::default(), back, vmlock_sys::fd::dup_raw).expect("restore");
+    assert_eq!(report.problems, vec![]);
+    assert_eq!(report.restored, 3);
+    drop(one); // its descriptors close; the dup'ed ones keep the OFD locks
+
+    assert_eq!(two.snapshot().lockspaces.len(), 2);
+    assert!(two.has_lockspace(&format!("{d}/empty")));
+    assert_eq!(two.inspect("", &link).expect("alias").owners, vec![10, 11]);
+    assert!(
+        !foreign_lock_possible(&disk, LockType::Exclusive),
+        "disk lock survived"
+    );
+    assert!(
+        !foreign_lock_possible(&format!("{ls}/x"), LockType::Shared),
+        "x lock survived"
+    );
+    assert_eq!(two.release_owner(10).expect("release"), 2);
+    assert_eq!(two.release_owner(12).expect("release"), 2);
+    assert!(
+        !std::path::Path::new(&format!("{ls}/lease")).exists(),
+        "autocreate kept"
+    );
+    two.release("", &disk, 11)
+        .expect("release by the other name");
+    assert!(foreign_lock_possible(&disk, LockType::Exclusive));
+    assert_eq!(two.stats().resources, 0);
+}
+
+/// The lockspace part of a state file as Debian's virtlockd 9.0 writes it
+/// (shape of shared/spec/virtlockd-9.0-restart-state.json).
+const LIBVIRT_STATE: &str = r#"{
+  "defaultLockspace": { "resources": [
+      { "name": "/d/direct-disk", "path": "/d/direct-disk", "fd": 18,
+        "lockHeld": true, "flags": 0, "owners": [ 30620 ] } ] },
+  "lockspaces": [ { "directory": "/d/ls", "resources": [
+      { "name": "8ea6", "path": "/d/ls/8ea6", "fd": 13, "lockHeld": true,
+        "flags": 3, "owners": [ 30608, 18446744073709551615 ] } ] } ],
+  "daemon": { "servers": {} },
+  "magic": "1234"
+}"#;
+
+#[test]
+fn libvirts_state_file_parses_as_posix_locks() {
+    let snap: Snapshot = serde_json::from_str(LIBVIRT_STATE).expect("snapshot keys");
+    let r = &snap.default.resources[0];
+    assert_eq!(
+        (r.fd, r.lock_held, r.flags, r.lock_kind),
+        (18, true, 0, LockKind::Posix)
+    );
+    assert!(r.aliases.is_empty() && snap.lingering.is_empty());
+    let l = &snap.lockspaces[0];
+    assert_eq!(l.directory.as_deref(), Some("/d/ls"));
+    // A C pid_t of -1 written as unsigned 64-bit comes back as u32::MAX.
+    assert_eq!(l.resources[0].owners, vec![30608, u32::MAX]);
+}
+
+fn res(name: &str, path: &str, fd: i32, owners: &[u32]) -> ResourceSnap {
+    ResourceSnap {
+        name: name.into(),
+        path: path.into(),
+        fd,
+        lock_held: true,
+        flags: 0,
+        owners: owners.to_vec(),
+        lock_kind: LockKind::Posix,
+        aliases: vec![],
+    }
+}
+
+#[test]
+fn odd_entries_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let (a, b) = (format!("{d}/a"), format!("{d}/b"));
+    std::fs::write(&a, b"").expect("a");
+    std::fs::write(&b, b"").expect("b");
+    let fa = std::fs::File::open(&a).expect("open a");
+    let fb = std::fs::File::open(&b).expect("open b");
+    let fa2 = std::fs::File::open(&a).expect("open a again");
+    let (na, nb, na2) = (
+        std::os::fd::AsRawFd::as_raw_fd(&fa),
+        std::os::fd::AsRawFd::as_raw_fd(&fb),
+        std::os::fd::AsRawFd::as_raw_fd(&fa2),
+    );
+    let ls = LockspaceSnap {
+        directory: Some(d.clone()),
+        resources: vec![],
+    };
+    let snap = Snapshot {
+        default: LockspaceSnap {
+            directory: None,
+            resources: vec![
+                res(&a, &a, na, &[1]),
+                res(&format!("{d}//a"), &a, na2, &[2]), // same file as the first
+                res(&b, &a, nb, &[3]),                  // fd is not the file at path
+                res(&b, &b, na, &[4]),                  // fd number used twice
+                res(&format!("{d}/gone"), &format!("{d}/gone"), 1_000_000, &[5]),
+            ],
+        },
+        lockspaces: vec![
+            ls.clone(),
+            LockspaceSnap {
+                directory: Some(d.clone()),
+                resources: vec![],
+            },
+        ],
+        lingering: vec![],
+    };
+    let mut owned = vec![fa, fb, fa2];
+    let adopt = |n: i32| -> std::io::Result<OwnedFd> {
+        let at = owned
+            .iter()
+            .position(|f| std::os::fd::AsRawFd::as_raw_fd(f) == n);
+        at.map(|i| OwnedFd::from(owned.remove(i)))
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))
+    };
+    let (e, report) = Engine::restore(EngineOptions::default(), snap, adopt).expect("restore");
+    let p = &report.problems;
+    assert_eq!(report.restored, 3, "{p:?}");
+    assert!(p.contains(&RestoreProblem::DuplicateIdentity {
+        lockspace: String::new(),
+        name: format!("{d}//a")
+    }));
+    assert!(p.contains(&RestoreProblem::IdentityMismatch {
+        name: b.clone(),
+        path: a.clone()
+    }));
+    assert!(p.contains(&RestoreProblem::DuplicateFd {
+        fd: na,
+        name: b.clone()
+    }));
+    assert!(p.contains(&RestoreProblem::AdoptFailed {
+        fd: 1_000_000,
+        name: format!("{d}/gone"),
+        errno: libc::EBADF
+    }));
+    assert!(p.contains(&RestoreProblem::DuplicateLockspace {
+        directory: d.clone()
+    }));
+    // Releasing one of two resources on the same file keeps its descriptor
+    // open (lingering) until the other goes.
+    e.release("", &a, 1).expect("release");
+    assert_eq!(e.snapshot().lingering.len(), 1);
+    e.release("", &format!("{d}//a"), 2).expect("release");
+    assert_eq!(e.snapshot().lingering.len(), 0);
+    assert!(std::path::Path::new(&a).exists());
+}
