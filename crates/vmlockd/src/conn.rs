@@ -1,0 +1,219 @@
+//! One client connection: framing, routing and the close logic.
+//!
+//! ```text
+//!  read ─► [len:4][header:24][payload] ─► route (spec §1.7)
+//!            │ len < 4, len-4 > 32 MiB, header < 24 bytes → close, no reply
+//!            ├ keepalive PING (MESSAGE) → PONG;  other keepalive → nothing
+//!            ├ lock program CALL → dispatch → 28-byte OK or error reply
+//!            ├ unknown program CALL → error "Cannot find program P version V"
+//!            └ anything else → dropped silently
+//! ```
+//! One request at a time per connection (virtlockd's `nrequests_client_max = 1`):
+//! the next frame is not looked at until the reply has been written.
+//! Memory per connection grows with the bytes actually received, never with
+//! a claimed length.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use vmlock_proto::error::WireError;
+use vmlock_proto::frame;
+use vmlock_proto::header::Header;
+use vmlock_proto::keepalive;
+use vmlock_proto::lock;
+use vmlock_proto::route::{self, KeepaliveAction, Route};
+
+use crate::ratelimit::RateLimit;
+use crate::server::{Ctx, Mode, ServerKind};
+use crate::session::{self, Session};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// Closed (EOF, error, protocol violation or shutdown): the close logic ran.
+    Closed,
+    /// Stopped for a re-exec: the socket, its unread bytes and the session survive.
+    Handover(Box<Handover>),
+}
+
+/// A connection parked for re-exec.
+#[derive(Debug)]
+pub struct Handover {
+    /// The socket.
+    pub stream: std::os::unix::net::UnixStream,
+    /// Bytes received but not yet processed.
+    pub unread: Vec<u8>,
+    /// The session.
+    pub session: Session,
+}
+
+static BAD_FRAME_LOG: RateLimit = RateLimit::per_second(5);
+
+/// Serves one connection until it ends.
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    kind: ServerKind,
+    mut stream: UnixStream,
+    mut session: Session,
+    mut unread: Vec<u8>,
+    mut mode: watch::Receiver<Mode>,
+) -> End {
+    loop {
+        match take_frame(&mut unread) {
+            Err(why) => {
+                if BAD_FRAME_LOG.allow() {
+                    warn!(
+                        client = session.id,
+                        pid = session.peer_pid,
+                        "closing connection: {why}"
+                    );
+                }
+                break;
+            }
+            Ok(Some(body)) => {
+                let Some(reply) = handle(&ctx, kind, &mut session, &body).await else {
+                    if BAD_FRAME_LOG.allow() {
+                        warn!(client = session.id, "closing connection: short header");
+                    }
+                    break;
+                };
+                if !reply.is_empty() && stream.write_all(&reply).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
+        if unread.capacity() - unread.len() < 4096 {
+            unread.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            biased;
+            changed = mode.changed() => {
+                let m = if changed.is_ok() { *mode.borrow() } else { Mode::Shutdown };
+                match m {
+                    Mode::Running => continue,
+                    Mode::Shutdown => break,
+                    Mode::ReExec => return park(stream, unread, session),
+                }
+            }
+            r = stream.read_buf(&mut unread) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    close(&ctx, kind, session).await;
+    End::Closed
+}
+
+fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {
+    match stream.into_std() {
+        Ok(stream) => End::Handover(Box::new(Handover {
+            stream,
+            unread,
+            session,
+        })),
+        Err(e) => {
+            warn!(client = session.id, "cannot hand over connection: {e}");
+            End::Closed
+        }
+    }
+}
+
+/// Splits one complete frame body (without the length word) off the front
+/// of `buf`, `Ok(None)` if more bytes are needed, `Err` if the connection
+/// must be closed.
+fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, frame::FrameError> {
+    let Some(word) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = frame::body_len(*word)?;
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let body = buf[4..4 + len].to_vec();
+    buf.drain(..4 + len);
+    Ok(Some(body))
+}
+
+/// Handles one frame body; `None` closes the connection (short header),
+/// an empty reply writes nothing.
+async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) -> Option<Vec<u8>> {
+    let msg = frame::parse_body(body).ok()?;
+    let h = msg.header;
+    match route::route(&h, kind.programs()) {
+        Route::Drop | Route::Keepalive(KeepaliveAction::Ignore) => Some(Vec::new()),
+        Route::Keepalive(KeepaliveAction::Pong) => Some(keepalive::pong()),
+        Route::Reply(err) => Some(route::reply_error(&h, &err)),
+        Route::Lock(p) => Some(lock_call(ctx, s, &h, p, &msg.payload).await),
+        // The admin program is not served yet (see ServerKind::programs), so
+        // the router never yields it; answer as for an unknown program anyway.
+        Route::Admin(_) => Some(route::reply_error(
+            &h,
+            &WireError::unknown_program(h.prog, h.vers),
+        )),
+    }
+}
+
+async fn lock_call(
+    ctx: &Arc<Ctx>,
+    s: &mut Session,
+    h: &Header,
+    p: lock::Procedure,
+    payload: &[u8],
+) -> Vec<u8> {
+    let call = match lock::decode_call_lenient(p, payload) {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(client = s.id, "undecodable payload: {e}");
+            return route::reply_error(h, &WireError::rpc("Unable to decode message payload"));
+        }
+    };
+    match session::dispatch(&ctx.shared, s, call).await {
+        Ok(()) => route::reply_ok(h),
+        Err(e) => {
+            debug!(
+                client = s.id,
+                code = e.code,
+                "{}",
+                e.message.as_deref().unwrap_or("")
+            );
+            route::reply_error(h, &e)
+        }
+    }
+}
+
+/// The close logic of spec §5.4: a holder's locks are released and, if it
+/// held any, the holder process is terminated (asynchronously).
+pub async fn close(ctx: &Arc<Ctx>, kind: ServerKind, s: Session) {
+    ctx.client_gone(kind, s.id);
+    if !s.is_holder() {
+        return;
+    }
+    let pid = s.peer_pid as u32;
+    let engine = ctx.shared.engine.clone();
+    let released = ctx
+        .shared
+        .fs
+        .blocking(move || engine.release_owner(pid))
+        .await;
+    let name = s.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default();
+    match released {
+        Ok(0) => return,
+        Ok(n) => info!(pid, owner = %name, "holder connection closed: released {n} resources"),
+        Err(e) => warn!(pid, owner = %name, "holder connection closed: release failed: {e}"),
+    }
+    let Some(pidfd) = s.pidfd else {
+        warn!(pid, "no pidfd for holder: not signalling a bare pid");
+        return;
+    };
+    ctx.spawn_termination(pid, pidfd);
+}

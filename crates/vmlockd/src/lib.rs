@@ -1,0 +1,381 @@
+//! vmlockd: a drop-in, wire-compatible replacement for libvirt's virtlockd.
+//!
+//! `main` is thin: [`main_entry`] parses virtlockd's command line, loads the
+//! configuration (or the embedded default), sets up logging, takes the pid
+//! file, binds or adopts the sockets and runs [`daemon::serve`] on a tokio
+//! runtime. Lock semantics live in the `lockspace` crate; the wire format in
+//! `vmlock-proto`; this crate owns processes, sockets and lifecycles.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod activation;
+pub mod cli;
+pub mod conn;
+pub mod daemon;
+pub mod error;
+pub mod fsexec;
+pub mod holder;
+pub mod logging;
+pub mod paths;
+pub mod pidfile;
+pub mod ratelimit;
+pub mod reexec;
+pub mod server;
+pub mod session;
+pub mod state;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::daemon::{Listener, Stopped};
+use crate::server::{Ctx, ServerKind};
+
+/// virtlockd's exit codes (`virdaemon.h`).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Generic failure, including the pid file.
+    pub const FAILURE: u8 = 1;
+    /// The run dir could not be created.
+    pub const RUNDIR: u8 = 2;
+    /// Initialisation failed.
+    pub const INIT: u8 = 3;
+    /// Signal handlers could not be installed.
+    pub const SIGNAL: u8 = 4;
+    /// Sockets could not be set up.
+    pub const NETWORK: u8 = 6;
+    /// Re-exec failed.
+    pub const REEXEC: u8 = 9;
+}
+
+/// A start-up failure: an exit code and a message.
+#[derive(Debug)]
+pub struct Fatal {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn fatal(code: u8, message: impl std::fmt::Display) -> Fatal {
+    Fatal {
+        code,
+        message: message.to_string(),
+    }
+}
+
+/// The whole program: returns the process exit code.
+pub fn main_entry() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let argv0 = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "vmlockd".into());
+    let rest = args.get(1..).unwrap_or_default();
+    match cli::parse(rest) {
+        Ok(cli::Action::Help) => {
+            eprint!("{}", cli::usage(&argv0));
+            ExitCode::SUCCESS
+        }
+        Ok(cli::Action::Version) => {
+            println!("{}", cli::version_line(&argv0));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{argv0}: {e}");
+            eprint!("{}", cli::usage(&argv0));
+            ExitCode::from(exit::FAILURE)
+        }
+        Ok(cli::Action::Run(c)) => match run(c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                eprintln!("{argv0}: {}", f.message);
+                tracing::error!("{}", f.message);
+                ExitCode::from(f.code)
+            }
+        },
+    }
+}
+
+/// Loads the config: `-f` must exist; the implicit default path may be
+/// missing, in which case the embedded default is used.
+pub fn load_config(
+    cli: &cli::Cli,
+    env: &paths::Env,
+) -> Result<(vmlock_conf::DaemonConfig, Vec<vmlock_conf::Warning>), Fatal> {
+    let (path, explicit) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (env.default_config(), false),
+    };
+    if !explicit && !path.exists() {
+        return vmlock_conf::DaemonConfig::parse(vmlock_conf::DaemonConfig::EMBEDDED_DEFAULT)
+            .map_err(|e| fatal(exit::FAILURE, format!("embedded default config: {e}")));
+    }
+    vmlock_conf::DaemonConfig::load(&path).map_err(|e| {
+        fatal(
+            exit::FAILURE,
+            format!("Can't load config file '{}': {e}", path.display()),
+        )
+    })
+}
+
+fn run(cli: cli::Cli) -> Result<(), Fatal> {
+    let env = paths::Env::from_process();
+    // Before anything opens a descriptor: adopt what a previous image handed over.
+    let state_file = env.paths(None, None).state_file;
+    let t0 = std::time::Instant::now();
+    let (inherited, mut restore_log) = reexec::take_inherited(&state_file, vmlock_sys::getpid());
+    if inherited.is_some() {
+        restore_log.push(format!("re-exec: state read and descriptors adopted in {:?}", t0.elapsed()));
+    }
+    let act_env = activation::ActivationEnv::take_from_process();
+    let (conf, conf_warnings) = load_config(&cli, &env)?;
+    let settings = logging::resolve(&conf, |k| std::env::var(k).ok(), cli.verbose)
+        .map_err(|e| fatal(exit::FAILURE, e))?;
+    let report = if cli.daemon && inherited.is_none() {
+        Some(vmlock_sys::process::daemonize().map_err(|e| fatal(exit::FAILURE, e))?)
+    } else {
+        None
+    };
+    let outputs = if settings.outputs.is_empty() {
+        logging::default_outputs(settings.level, cli.daemon, env.privileged, env.home.clone())
+    } else {
+        settings.outputs.clone()
+    };
+    for w in logging::install(&settings, outputs) {
+        warn!("{w}");
+    }
+    for w in conf_warnings {
+        warn!("config line {}: {} ({})", w.line, w.message, w.key);
+    }
+    for line in restore_log {
+        warn!("{line}");
+    }
+    let started = start(&cli, &env, &conf, act_env, inherited);
+    match (started, report) {
+        (Ok(s), Some(r)) => {
+            r.success();
+            s.run()
+        }
+        (Ok(s), None) => s.run(),
+        (Err(f), Some(r)) => {
+            r.failure(&f.message);
+            Err(f)
+        }
+        (Err(f), None) => Err(f),
+    }
+}
+
+/// A daemon ready to serve.
+struct Started {
+    runtime: tokio::runtime::Runtime,
+    ctx: Arc<Ctx>,
+    listeners: Vec<Listener>,
+    conns: Vec<(ServerKind, conn::Handover)>,
+    signals: daemon::Signals,
+    timeout: Option<u32>,
+    state_file: std::path::PathBuf,
+    pid_file: pidfile::PidFile,
+}
+
+fn start(
+    cli: &cli::Cli,
+    env: &paths::Env,
+    conf: &vmlock_conf::DaemonConfig,
+    act_env: activation::ActivationEnv,
+    inherited: Option<reexec::Inherited>,
+) -> Result<Started, Fatal> {
+    let sock_dir = conf.unix_sock_dir.as_deref().map(Path::new);
+    let p = env.paths(cli.pid_file.as_deref(), sock_dir);
+    make_run_dir(&p.run_dir, env.privileged)?;
+    if let Some(d) = sock_dir {
+        make_run_dir(d, env.privileged)?;
+    }
+    let pid_file = pidfile::PidFile::acquire(&p.pid_file, vmlock_sys::getpid())
+        .map_err(|e| fatal(exit::FAILURE, e))?;
+    match vmlock_sys::limits::raise_nofile() {
+        Ok((soft, _)) => info!(
+            "descriptor limit {soft}, {} in use",
+            vmlock_sys::limits::open_fd_count().unwrap_or(0)
+        ),
+        Err(e) => warn!("cannot raise the descriptor limit: {e}"),
+    }
+    let lock_kind = match conf.lock_kind {
+        vmlock_conf::LockKindSetting::Ofd => lockspace::LockKind::Ofd,
+        vmlock_conf::LockKindSetting::Posix => lockspace::LockKind::Posix,
+    };
+    let opts = lockspace::EngineOptions {
+        lock_kind,
+        arbiter: None,
+    };
+    // One event-loop thread: every request is a few microseconds of CPU, and
+    // on small hosts extra workers cost more in wake-ups than they add.
+    // Calls that may block (network filesystems, holder termination) run on
+    // tokio's blocking pool, never on this thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name("vmlockd-worker")
+        .enable_all()
+        .build()
+        .map_err(|e| fatal(exit::INIT, format!("cannot start the runtime: {e}")))?;
+    let signals = {
+        let _rt = runtime.enter();
+        daemon::Signals::install().map_err(|e| fatal(exit::SIGNAL, e))?
+    };
+    let (engine, listeners, conns, next_ids) = match inherited {
+        Some(inh) => {
+            let t0 = std::time::Instant::now();
+            let r = restored(inh.restore(opts));
+            info!("re-exec: restore took {:?}", t0.elapsed());
+            r
+        }
+        None => (
+            lockspace::Engine::new(opts),
+            listeners(&p, act_env)?,
+            Vec::new(),
+            (1, 1),
+        ),
+    };
+    let shared = Arc::new(session::Shared {
+        engine: Arc::new(engine),
+        fs: fsexec::FsExec::new(false),
+    });
+    let grace = Duration::from_millis(u64::from(conf.holder_kill_grace_ms));
+    let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients, grace);
+    ctx.main
+        .next_id
+        .store(next_ids.0, std::sync::atomic::Ordering::Relaxed);
+    ctx.admin
+        .next_id
+        .store(next_ids.1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Started {
+        runtime,
+        ctx: Arc::new(ctx),
+        listeners,
+        conns,
+        signals,
+        timeout: cli.timeout,
+        state_file: p.state_file,
+        pid_file,
+    })
+}
+
+type RestoredParts = (
+    lockspace::Engine,
+    Vec<Listener>,
+    Vec<(ServerKind, conn::Handover)>,
+    (u64, u64),
+);
+
+fn restored(r: reexec::Restored) -> RestoredParts {
+    for p in &r.problems {
+        warn!("re-exec restore: {p}");
+    }
+    for p in &r.report.problems {
+        warn!("re-exec restore: {p:?}");
+    }
+    let st = r.engine.stats();
+    info!(
+        "restored after re-exec: {} resources in {} lockspaces, {} clients, {} listeners",
+        st.resources,
+        st.lockspaces,
+        r.conns.len(),
+        r.listeners.len()
+    );
+    (r.engine, r.listeners, r.conns, r.next_ids)
+}
+
+impl Started {
+    fn run(self) -> Result<(), Fatal> {
+        let Started {
+            runtime,
+            ctx,
+            mut listeners,
+            mut conns,
+            mut signals,
+            timeout,
+            state_file,
+            pid_file,
+        } = self;
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        loop {
+            let r = runtime.block_on(daemon::serve(
+                ctx.clone(),
+                listeners,
+                conns,
+                &mut signals,
+                timeout,
+            ));
+            let (stopped, back) = r.map_err(|e| fatal(exit::INIT, e))?;
+            if stopped == Stopped::Shutdown {
+                for l in &back {
+                    if let Some(path) = &l.unlink {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                info!("shut down");
+                return Ok(());
+            }
+            let parked = std::mem::take(&mut *ctx.parked.lock().unwrap_or_else(|p| p.into_inner()));
+            let err = reexec::exec(&ctx, &back, &parked, &state_file, &argv);
+            tracing::error!(
+                "re-exec of {:?} failed: {err}; still serving, every lock held",
+                argv.first()
+            );
+            let _ = pid_file.path();
+            listeners = back;
+            conns = parked;
+        }
+    }
+}
+
+fn make_run_dir(dir: &Path, privileged: bool) -> Result<(), Fatal> {
+    let old = vmlock_sys::umask(if privileged { 0o022 } else { 0o077 });
+    let r = std::fs::create_dir_all(dir);
+    vmlock_sys::umask(old);
+    r.map_err(|e| {
+        fatal(
+            exit::RUNDIR,
+            format!("Unable to create rundir {}: {e}", dir.display()),
+        )
+    })
+}
+
+fn listeners(p: &paths::Paths, act_env: activation::ActivationEnv) -> Result<Vec<Listener>, Fatal> {
+    let net = |e: &dyn std::fmt::Display| fatal(exit::NETWORK, e);
+    let named = activation::parse(&act_env, std::process::id()).map_err(|e| net(&e))?;
+    if let Some(named) = named {
+        let act = activation::claim(named).map_err(|e| net(&e))?;
+        let mut out: Vec<Listener> = Vec::new();
+        for (kind, fds) in [(ServerKind::Main, act.main), (ServerKind::Admin, act.admin)] {
+            out.extend(fds.into_iter().map(|fd| Listener {
+                kind,
+                fd,
+                unlink: None,
+            }));
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for (kind, path) in [
+        (ServerKind::Main, &p.sock),
+        (ServerKind::Admin, &p.admin_sock),
+    ] {
+        let fd = daemon::bind(path).map_err(|e| {
+            net(&format!(
+                "Failed to bind socket to '{}': {e}",
+                path.display()
+            ))
+        })?;
+        out.push(Listener {
+            kind,
+            fd,
+            unlink: Some(path.clone()),
+        });
+    }
+    Ok(out)
+}

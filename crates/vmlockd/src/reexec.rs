@@ -1,0 +1,387 @@
+//! Live re-exec (spec §9): every lock and every client survives an upgrade.
+//!
+//! ```text
+//! old image (SIGUSR1)                          new image (same pid)
+//! ───────────────────                          ────────────────────
+//! connections park at a frame boundary         take_inherited(): first thing in main,
+//! listeners stop accepting                       before any file is opened:
+//! state = servers + clients + engine snapshot    open state file O_NOFOLLOW, read, unlink
+//! write <state>.tmp (0600, O_EXCL|O_NOFOLLOW)    parse; magic == our pid? else close the
+//!   → rename over the state file                   stale descriptors, fresh start
+//! clear FD_CLOEXEC on exactly those fds          adopt every named descriptor
+//! execv(argv[0], argv) (PATH, no sh fallback) ─► restore(): engine from its snapshot,
+//!   exec failed? set FD_CLOEXEC again,             listeners, clients (credentials read
+//!   delete the file, keep serving                  again; a dead peer just reads EOF and
+//!                                                  its locks are released normally)
+//!                                                take the pid file again, READY=1
+//! ```
+//! The format is virtlockd 9.0's, so libvirt's virtlockd can be upgraded to
+//! vmlockd this way and vmlockd rolled back to virtlockd.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use lockspace::{Engine, EngineOptions, RestoreReport};
+use vmlock_proto::lock::Owner;
+
+use crate::conn::Handover;
+use crate::daemon::Listener;
+use crate::server::{Ctx, ServerKind};
+use crate::session::Session;
+use crate::state::{self, ClientRef, LockPriv, ServerRef, SockRef, State};
+
+/// Largest state file read (virtlockd: 10 MiB, about 40,000 locks).
+pub const STATE_MAX: u64 = 1 << 30;
+
+/// What the previous image handed over, descriptors already adopted.
+#[derive(Debug)]
+pub struct Inherited {
+    state: State,
+    fds: HashMap<i32, OwnedFd>,
+}
+
+/// A restored daemon, ready to serve.
+#[derive(Debug)]
+pub struct Restored {
+    /// Listening sockets.
+    pub listeners: Vec<Listener>,
+    /// Connections to resume.
+    pub conns: Vec<(ServerKind, Handover)>,
+    /// The engine with every lock.
+    pub engine: Engine,
+    /// What was odd in the engine state.
+    pub report: RestoreReport,
+    /// Next client ids, main and admin.
+    pub next_ids: (u64, u64),
+    /// Log lines for what was odd in the rest.
+    pub problems: Vec<String>,
+}
+
+/// Reads, unlinks and checks the state file, and adopts its descriptors.
+/// Must run before the process opens any descriptor of its own. Returns the
+/// inherited state (None for a fresh start) and lines to log once logging is up.
+pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<String>) {
+    let mut log = Vec::new();
+    let text = match read_state(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return (None, log),
+        Err(e) => {
+            log.push(format!(
+                "ignoring re-exec state {}: {e}; starting fresh",
+                path.display()
+            ));
+            return (None, log);
+        }
+    };
+    let state = match state::parse(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            log.push(format!(
+                "ignoring corrupt re-exec state {}: {e}; starting fresh",
+                path.display()
+            ));
+            return (None, log);
+        }
+    };
+    if state.magic != our_pid.to_string() {
+        close_stale(&state, &mut log);
+        return (None, log);
+    }
+    let mut fds = HashMap::new();
+    for n in state.fds() {
+        if fds.contains_key(&n) {
+            log.push(format!("re-exec state names descriptor {n} twice"));
+            continue;
+        }
+        match vmlock_sys::fd::adopt(n) {
+            Ok(fd) => {
+                fds.insert(n, fd);
+            }
+            Err(e) => log.push(format!(
+                "re-exec state names descriptor {n}, not inherited: {e}"
+            )),
+        }
+    }
+    (Some(Inherited { state, fds }), log)
+}
+
+fn read_state(path: &Path) -> io::Result<Option<String>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+    };
+    let _ = std::fs::remove_file(path);
+    let mut text = String::new();
+    file.take(STATE_MAX + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > STATE_MAX {
+        return Err(io::Error::other(format!("larger than {STATE_MAX} bytes")));
+    }
+    Ok(Some(text))
+}
+
+/// A stale file (another pid wrote it): its descriptors, if they are open
+/// here, would be phantom locks that other hosts still see. Close them.
+fn close_stale(state: &State, log: &mut Vec<String>) {
+    log.push(format!(
+        "re-exec state was written by pid {}, not us: starting fresh",
+        state.magic
+    ));
+    for n in state.fds().into_iter().filter(|n| *n > 2) {
+        if let Ok(fd) = vmlock_sys::fd::adopt(n) {
+            drop(fd);
+            log.push(format!("closed descriptor {n} named in the stale state"));
+        }
+    }
+}
+
+impl Inherited {
+    /// Rebuilds listeners, connections and the engine.
+    pub fn restore(mut self, opts: EngineOptions) -> Restored {
+        let mut problems = Vec::new();
+        let fds = &mut self.fds;
+        let snapshot = std::mem::take(&mut self.state.engine);
+        let (engine, report) = match Engine::restore(opts.clone(), snapshot, |n| {
+            fds.remove(&n)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("engine restore failed: {e}"));
+                (Engine::new(opts), RestoreReport::default())
+            }
+        };
+        let mut listeners = Vec::new();
+        let mut conns = Vec::new();
+        let mut next_ids = (1, 1);
+        for srv in std::mem::take(&mut self.state.servers) {
+            let kind = match srv.name.as_str() {
+                "virtlockd" => ServerKind::Main,
+                "admin" => ServerKind::Admin,
+                other => {
+                    problems.push(format!("unknown server '{other}' in re-exec state"));
+                    continue;
+                }
+            };
+            match kind {
+                ServerKind::Main => next_ids.0 = srv.next_client_id,
+                ServerKind::Admin => next_ids.1 = srv.next_client_id,
+            }
+            self.restore_server(kind, srv, &mut listeners, &mut conns, &mut problems);
+        }
+        Restored {
+            listeners,
+            conns,
+            engine,
+            report,
+            next_ids,
+            problems,
+        }
+    }
+
+    fn restore_server(
+        &mut self,
+        kind: ServerKind,
+        srv: ServerRef,
+        listeners: &mut Vec<Listener>,
+        conns: &mut Vec<(ServerKind, Handover)>,
+        problems: &mut Vec<String>,
+    ) {
+        for s in srv.socks {
+            let Some(fd) = self.fds.remove(&s.fd) else {
+                continue;
+            };
+            let unlink = s.unlink.then(|| socket_path(&fd)).flatten();
+            listeners.push(Listener { kind, fd, unlink });
+        }
+        for c in srv.clients {
+            let Some(fd) = self.fds.remove(&c.fd) else {
+                problems.push(format!("client {} lost: descriptor {} missing", c.id, c.fd));
+                continue;
+            };
+            conns.push((kind, client(fd, c)));
+        }
+    }
+}
+
+fn socket_path(fd: &OwnedFd) -> Option<PathBuf> {
+    let l = UnixListener::from(fd.try_clone().ok()?);
+    l.local_addr().ok()?.as_pathname().map(Path::to_path_buf)
+}
+
+fn client(fd: OwnedFd, c: ClientRef) -> Handover {
+    let stream = UnixStream::from(fd);
+    let (pid, uid) = match vmlock_sys::cred::peer_cred(stream.as_fd()) {
+        Ok(cr) => (if cr.pid == 0 { -1 } else { cr.pid }, cr.uid),
+        Err(_) => (-1, u32::MAX),
+    };
+    // Exact for a live peer; a peer that died during the exec has no pidfd
+    // and needs none: its connection reads EOF and its locks are released.
+    let pidfd = vmlock_sys::cred::peer_pidfd(stream.as_fd()).ok();
+    let mut session = Session::new(c.id, pid, uid, pidfd);
+    if c.conn_time != 0 {
+        session.conn_time = c.conn_time;
+    }
+    if let Some(p) = c.lock {
+        session.restricted = p.restricted;
+        if p.owner_id != 0 {
+            session.owner = Some(Owner {
+                uuid: p.owner_uuid,
+                name: p.owner_name,
+                id: p.owner_id,
+                pid: p.owner_pid,
+            });
+        }
+    }
+    Handover {
+        stream,
+        unread: c.unread,
+        session,
+    }
+}
+
+/// Builds the state of a daemon whose connections are all parked.
+pub fn build_state(ctx: &Ctx, listeners: &[Listener], parked: &[(ServerKind, Handover)]) -> State {
+    let servers = [ServerKind::Admin, ServerKind::Main]
+        .into_iter()
+        .map(|kind| ServerRef {
+            name: kind.name().to_owned(),
+            max_clients: ctx.server(kind).max_clients as u64,
+            next_client_id: ctx
+                .server(kind)
+                .next_id
+                .load(std::sync::atomic::Ordering::Relaxed),
+            socks: listeners
+                .iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| SockRef {
+                    fd: l.fd.as_raw_fd(),
+                    unlink: l.unlink.is_some(),
+                })
+                .collect(),
+            clients: parked
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(k, h)| client_ref(*k, h))
+                .collect(),
+        })
+        .collect();
+    State {
+        servers,
+        engine: ctx.shared.engine.snapshot(),
+        magic: std::process::id().to_string(),
+    }
+}
+
+fn client_ref(kind: ServerKind, h: &Handover) -> ClientRef {
+    let s = &h.session;
+    let lock = (kind == ServerKind::Main).then(|| match &s.owner {
+        Some(o) => LockPriv {
+            restricted: s.restricted,
+            owner_pid: o.pid,
+            owner_id: o.id,
+            owner_name: o.name.clone(),
+            owner_uuid: o.uuid,
+        },
+        // Unregistered: virtlockd cannot write these (quirk 21); "" and the
+        // zero UUID are what its loader accepts.
+        None => LockPriv {
+            restricted: s.restricted,
+            ..LockPriv::default()
+        },
+    });
+    ClientRef {
+        id: s.id,
+        conn_time: s.conn_time,
+        fd: h.stream.as_raw_fd(),
+        lock,
+        unread: h.unread.clone(),
+    }
+}
+
+/// Writes `text` to `path` atomically, 0600, never following a symlink.
+pub fn write_state(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let r = f
+        .write_all(text.as_bytes())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn set_inheritable(
+    ctx: &Ctx,
+    l: &[Listener],
+    p: &[(ServerKind, Handover)],
+    on: bool,
+) -> io::Result<()> {
+    for fd in l
+        .iter()
+        .map(|l| l.fd.as_fd())
+        .chain(p.iter().map(|(_, h)| h.stream.as_fd()))
+    {
+        vmlock_sys::fd::set_cloexec(fd, !on)?;
+    }
+    ctx.shared.engine.set_fds_inheritable(on)
+}
+
+/// Writes the state and execs `argv`. Returns only if that failed, with
+/// every descriptor back to close-on-exec and the state file removed.
+pub fn exec(
+    ctx: &Ctx,
+    listeners: &[Listener],
+    parked: &[(ServerKind, Handover)],
+    path: &Path,
+    argv: &[OsString],
+) -> io::Error {
+    let t0 = std::time::Instant::now();
+    let state = build_state(ctx, listeners, parked);
+    let t1 = t0.elapsed();
+    let text = match state.to_json() {
+        Ok(t) => t,
+        Err(e) => return io::Error::other(e),
+    };
+    let t2 = t0.elapsed();
+    if let Err(e) = write_state(path, &text) {
+        return e;
+    }
+    let t3 = t0.elapsed();
+    let r = set_inheritable(ctx, listeners, parked, true);
+    tracing::info!(
+        "re-exec: snapshot {t1:?}, json {:?} ({} bytes), write {:?}, inherit {:?}",
+        t2 - t1,
+        text.len(),
+        t3 - t2,
+        t0.elapsed() - t3
+    );
+    let err = match r {
+        Ok(()) => vmlock_sys::process::exec_no_shell(argv),
+        Err(e) => e,
+    };
+    if let Err(e) = set_inheritable(ctx, listeners, parked, false) {
+        tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
+    }
+    let _ = std::fs::remove_file(path);
+    err
+}

@@ -1,0 +1,311 @@
+//! The two servers (`virtlockd` and `admin`), their listeners and clients.
+//!
+//! ```text
+//!  listener ─accept─► peer check (SO_PEERCRED: root daemon → uid 0 only,
+//!     │               user daemon → own uid only; else close, log)
+//!     │             ► max_clients (else close, log: refused cleanly)
+//!     │             ► pidfd of the peer (SO_PEERPIDFD; peer gone → close)
+//!     └──────────────► task: conn::serve(..)  — one task per connection
+//! ```
+//! A `watch` channel carries the daemon's [`Mode`]: `Running`, `Shutdown`
+//! (connections close and run the holder logic; listeners stop) or `ReExec`
+//! (connections park at a frame boundary and hand their socket back).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use vmlock_proto::route::Program;
+
+use crate::conn::{self, End};
+use crate::ratelimit::RateLimit;
+use crate::session::{Session, Shared};
+
+/// What the daemon is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Serving.
+    Running,
+    /// Orderly shutdown: close everything.
+    Shutdown,
+    /// Re-exec: park every connection.
+    ReExec,
+}
+
+/// Which server a listener or connection belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServerKind {
+    /// `virtlockd`: the lock-space program.
+    Main,
+    /// `admin`.
+    Admin,
+}
+
+impl ServerKind {
+    /// The (program, version) pairs this server dispatches (keepalive is always handled).
+    pub fn programs(self) -> &'static [Program] {
+        match self {
+            ServerKind::Main => &[Program::Lock],
+            ServerKind::Admin => &[],
+        }
+    }
+
+    /// The server's name in the state file and for virt-admin.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Main => "virtlockd",
+            ServerKind::Admin => "admin",
+        }
+    }
+}
+
+/// Per-server bookkeeping.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Connected clients.
+    pub clients: AtomicUsize,
+    /// Next client id.
+    pub next_id: AtomicU64,
+    /// Limit.
+    pub max_clients: usize,
+}
+
+impl ServerState {
+    fn new(max_clients: u32, next_id: u64) -> ServerState {
+        ServerState {
+            clients: AtomicUsize::new(0),
+            next_id: AtomicU64::new(next_id.max(1)),
+            max_clients: max_clients as usize,
+        }
+    }
+}
+
+/// Everything the connection tasks share.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Engine and filesystem executor.
+    pub shared: Arc<Shared>,
+    /// `geteuid() == 0`.
+    pub privileged: bool,
+    /// Our euid.
+    pub euid: u32,
+    /// Main and admin server state.
+    pub main: ServerState,
+    /// Admin server state.
+    pub admin: ServerState,
+    /// SIGTERM → SIGKILL delay for holders.
+    pub kill_grace: Duration,
+    /// Holder terminations in flight.
+    pub terminations: Mutex<JoinSet<()>>,
+    /// Connections parked for re-exec.
+    pub parked: Mutex<Vec<(ServerKind, conn::Handover)>>,
+}
+
+impl Ctx {
+    /// A new context.
+    pub fn new(shared: Arc<Shared>, max_clients: u32, admin_max: u32, kill_grace: Duration) -> Ctx {
+        let euid = vmlock_sys::geteuid();
+        Ctx {
+            shared,
+            privileged: euid == 0,
+            euid,
+            main: ServerState::new(max_clients, 1),
+            admin: ServerState::new(admin_max, 1),
+            kill_grace,
+            terminations: Mutex::new(JoinSet::new()),
+            parked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The state of one server.
+    pub fn server(&self, kind: ServerKind) -> &ServerState {
+        match kind {
+            ServerKind::Main => &self.main,
+            ServerKind::Admin => &self.admin,
+        }
+    }
+
+    /// Connected clients on both servers.
+    pub fn total_clients(&self) -> usize {
+        self.main.clients.load(Ordering::Relaxed) + self.admin.clients.load(Ordering::Relaxed)
+    }
+
+    /// Called by a connection when it closes.
+    pub fn client_gone(&self, kind: ServerKind, _id: u64) {
+        self.server(kind).clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Starts the termination of a holder process in the background.
+    pub fn spawn_termination(&self, pid: u32, pidfd: OwnedFd) {
+        let grace = self.kill_grace;
+        let job = async move {
+            match crate::holder::terminate(pidfd, grace).await {
+                Ok(out) => info!(pid, ?out, "terminated lock holder"),
+                Err(e) => error!(pid, "cannot terminate lock holder: {e}"),
+            }
+        };
+        let mut set = self.terminations.lock().unwrap_or_else(|p| p.into_inner());
+        while set.try_join_next().is_some() {}
+        set.spawn(job);
+    }
+}
+
+static REFUSED_LOG: RateLimit = RateLimit::per_second(5);
+
+/// Accepts connections on one listener until the mode leaves `Running`;
+/// returns the listener (for a re-exec).
+pub async fn accept_loop(
+    ctx: Arc<Ctx>,
+    kind: ServerKind,
+    listener: UnixListener,
+    mut mode: watch::Receiver<Mode>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+) -> UnixListener {
+    loop {
+        tokio::select! {
+            biased;
+            _ = mode.changed() => {
+                if *mode.borrow() != Mode::Running {
+                    return listener;
+                }
+            }
+            r = listener.accept() => match r {
+                Ok((stream, _)) => admit(&ctx, kind, stream, &mode, &conns),
+                Err(e) => accept_failed(e).await,
+            }
+        }
+    }
+}
+
+async fn accept_failed(e: std::io::Error) {
+    if REFUSED_LOG.allow() {
+        warn!("accept failed: {e}");
+    }
+    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+        // Out of descriptors: back off instead of spinning on a readable listener.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn admit(
+    ctx: &Arc<Ctx>,
+    kind: ServerKind,
+    stream: UnixStream,
+    mode: &watch::Receiver<Mode>,
+    conns: &Arc<Mutex<JoinSet<()>>>,
+) {
+    let Some(session) = check_peer(ctx, kind, &stream) else {
+        return;
+    };
+    start_connection(ctx, kind, stream, session, Vec::new(), mode.clone(), conns);
+}
+
+/// Starts serving a connection (new, or adopted after a re-exec).
+pub fn start_connection(
+    ctx: &Arc<Ctx>,
+    kind: ServerKind,
+    stream: UnixStream,
+    session: Session,
+    unread: Vec<u8>,
+    mode: watch::Receiver<Mode>,
+    conns: &Arc<Mutex<JoinSet<()>>>,
+) {
+    ctx.server(kind).clients.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!(
+        "client",
+        server = kind.name(),
+        id = session.id,
+        pid = session.peer_pid
+    );
+    let ctx2 = ctx.clone();
+    let task = async move {
+        if let End::Handover(h) =
+            conn::serve(ctx2.clone(), kind, stream, session, unread, mode).await
+        {
+            ctx2.client_gone(kind, h.session.id);
+            ctx2.parked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((kind, *h));
+        }
+    };
+    let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
+    while set.try_join_next().is_some() {}
+    set.spawn(task.instrument(span));
+}
+
+/// Applies the credential and client-count checks of spec §5.1 / §8.9.
+fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<Session> {
+    let cred = match vmlock_sys::cred::peer_cred(stream.as_fd()) {
+        Ok(c) => c,
+        Err(e) => {
+            if REFUSED_LOG.allow() {
+                warn!("cannot read peer credentials: {e}");
+            }
+            return None;
+        }
+    };
+    let pid = if cred.pid == 0 { -1 } else { cred.pid };
+    let allowed = if ctx.privileged {
+        cred.uid == 0
+    } else {
+        cred.uid == ctx.euid
+    };
+    if !allowed {
+        if REFUSED_LOG.allow() {
+            warn!("Disallowing client {pid} with uid {}", cred.uid);
+        }
+        return None;
+    }
+    let st = ctx.server(kind);
+    if st.clients.load(Ordering::Relaxed) >= st.max_clients {
+        if REFUSED_LOG.allow() {
+            warn!(
+                server = kind.name(),
+                max = st.max_clients,
+                "too many clients: refusing pid {pid}"
+            );
+        }
+        return None;
+    }
+    let pidfd = match peer_pidfd(stream, pid) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            if REFUSED_LOG.allow() {
+                warn!("client {pid} is gone or cannot be identified ({e}): refusing");
+            }
+            return None;
+        }
+    };
+    let id = st.next_id.fetch_add(1, Ordering::Relaxed);
+    Some(Session::new(id, pid, cred.uid, pidfd))
+}
+
+/// A pidfd for the peer: exact with SO_PEERPIDFD; otherwise pidfd_open by
+/// pid, checked against the process start time seen now.
+fn peer_pidfd(stream: &UnixStream, pid: i32) -> std::io::Result<OwnedFd> {
+    match vmlock_sys::cred::peer_pidfd(stream.as_fd()) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+            let fd = vmlock_sys::process::pidfd_open(pid)?;
+            vmlock_sys::process::start_time(pid)?;
+            Ok(fd)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A snapshot of client counts for logs and tests.
+pub fn counts(ctx: &Ctx) -> BTreeMap<&'static str, usize> {
+    [ServerKind::Main, ServerKind::Admin]
+        .into_iter()
+        .map(|k| (k.name(), ctx.server(k).clients.load(Ordering::Relaxed)))
+        .collect()
+}

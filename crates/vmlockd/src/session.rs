@@ -1,0 +1,244 @@
+//! Per-connection state (spec §3.4) and the lock-program dispatch (§3.5).
+//!
+//! ```text
+//!           REGISTER(owner, id≠0)            RESTRICT
+//!  fresh ──────────────────────► registered ──────────► restricted
+//!    │  CREATE_LOCKSPACE ok          │ every proc ok        │ every proc → 29 "restricted"
+//!    │  others → 55 "not registered" │                      │ (the connection stays: it is
+//!    └──────────────────────────────-┘                      │  the VM's lifeline, §5.4)
+//! ```
+//! Checks run in libvirt's order: flags, restricted, registered, then the
+//! procedure's own checks. Engine calls go through [`FsExec`] so that a hung
+//! network filesystem never blocks the event loop.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use lockspace::{AcquireFlags, Engine};
+use vmlock_proto::error::{WireError, code, domain};
+use vmlock_proto::lock::{
+    Call, FLAG_AUTOCREATE, FLAG_SHARED, NewArgs, Owner, RegisterArgs, ResourceArgs,
+};
+
+use crate::error;
+use crate::fsexec::FsExec;
+
+/// One client connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// Client id (per server, from 1).
+    pub id: u64,
+    /// Peer pid from SO_PEERCRED (−1 if the kernel could not tell).
+    pub peer_pid: i32,
+    /// Peer uid.
+    pub peer_uid: u32,
+    /// A pidfd of the peer, taken at accept.
+    pub pidfd: Option<OwnedFd>,
+    /// The registered owner, if any (registered means id ≠ 0).
+    pub owner: Option<Owner>,
+    /// Set by RESTRICT.
+    pub restricted: bool,
+    /// Connection time, seconds since the epoch.
+    pub conn_time: i64,
+}
+
+impl Session {
+    /// A fresh connection.
+    pub fn new(id: u64, peer_pid: i32, peer_uid: u32, pidfd: Option<OwnedFd>) -> Session {
+        let conn_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Session {
+            id,
+            peer_pid,
+            peer_uid,
+            pidfd,
+            owner: None,
+            restricted: false,
+            conn_time,
+        }
+    }
+
+    /// Whether closing this connection releases its owner's locks (§5.4):
+    /// the peer registered *itself*.
+    pub fn is_holder(&self) -> bool {
+        matches!(&self.owner, Some(o) if self.peer_pid > 0 && o.pid as i32 == self.peer_pid)
+    }
+
+    fn owner_pid(&self) -> Result<u32, Failure> {
+        if self.restricted {
+            return Err(error::restricted().into());
+        }
+        self.owner
+            .as_ref()
+            .map(|o| o.pid)
+            .ok_or_else(|| error::unregistered().into())
+    }
+}
+
+/// A failed call: the error reply to send (boxed: it is large and rare).
+pub type Failure = Box<WireError>;
+
+/// What the dispatcher needs from the daemon.
+#[derive(Debug)]
+pub struct Shared {
+    /// The lock engine.
+    pub engine: Arc<Engine>,
+    /// Where filesystem calls run.
+    pub fs: FsExec,
+}
+
+fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
+    if flags & !allowed != 0 {
+        return Err(WireError::invalid_flags(flags & !allowed, function).into());
+    }
+    Ok(())
+}
+
+/// Runs one lock-program call.
+pub async fn dispatch(sh: &Arc<Shared>, s: &mut Session, call: Call) -> Result<(), Failure> {
+    match call {
+        Call::Register(a) => register(s, a),
+        Call::Restrict(a) => {
+            flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchRestrict")?;
+            s.owner_pid()?;
+            s.restricted = true;
+            Ok(())
+        }
+        Call::New(a) => new_lockspace(sh, s, a).await,
+        Call::CreateResource(a) => {
+            resource(
+                sh,
+                s,
+                a,
+                0,
+                "virLockSpaceProtocolDispatchCreateResource",
+                Op::Create,
+            )
+            .await
+        }
+        Call::DeleteResource(a) => {
+            resource(
+                sh,
+                s,
+                a,
+                0,
+                "virLockSpaceProtocolDispatchDeleteResource",
+                Op::Delete,
+            )
+            .await
+        }
+        Call::AcquireResource(a) => {
+            let allowed = FLAG_SHARED | FLAG_AUTOCREATE;
+            resource(
+                sh,
+                s,
+                a,
+                allowed,
+                "virLockSpaceProtocolDispatchAcquireResource",
+                Op::Acquire,
+            )
+            .await
+        }
+        Call::ReleaseResource(a) => {
+            resource(
+                sh,
+                s,
+                a,
+                0,
+                "virLockSpaceProtocolDispatchReleaseResource",
+                Op::Release,
+            )
+            .await
+        }
+        Call::CreateLockspace(a) => {
+            if s.restricted {
+                return Err(error::restricted().into());
+            }
+            let engine = sh.engine.clone();
+            let path = a.path.clone();
+            let r = sh
+                .fs
+                .run(&a.path, move || engine.create_lockspace(&path))
+                .await;
+            r.map_err(|e| error::engine(&e).into())
+        }
+    }
+}
+
+fn register(s: &mut Session, a: RegisterArgs) -> Result<(), Failure> {
+    flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchRegister")?;
+    if s.restricted {
+        return Err(error::restricted().into());
+    }
+    if a.owner.id == 0 {
+        return Err(error::unregistered().into());
+    }
+    s.owner = Some(a.owner);
+    Ok(())
+}
+
+async fn new_lockspace(sh: &Arc<Shared>, s: &mut Session, a: NewArgs) -> Result<(), Failure> {
+    flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchNew")?;
+    s.owner_pid()?;
+    if a.path.is_empty() {
+        return Err(WireError::new(
+            code::OPERATION_INVALID,
+            domain::RPC,
+            "the default lockspace already exists",
+        )
+        .into());
+    }
+    let engine = sh.engine.clone();
+    let path = a.path.clone();
+    let r = sh
+        .fs
+        .run(&a.path, move || engine.new_lockspace(&path))
+        .await;
+    r.map_err(|e| error::engine(&e).into())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Create,
+    Delete,
+    Acquire,
+    Release,
+}
+
+async fn resource(
+    sh: &Arc<Shared>,
+    s: &mut Session,
+    a: ResourceArgs,
+    allowed: u32,
+    function: &str,
+    op: Op,
+) -> Result<(), Failure> {
+    flags_ok(a.flags, allowed, function)?;
+    let owner = s.owner_pid()?;
+    let engine = sh.engine.clone();
+    if !engine.has_lockspace(&a.path) {
+        return Err(WireError::new(
+            code::INTERNAL_ERROR,
+            domain::RPC,
+            &format!("Lockspace for path {} does not exist", a.path),
+        )
+        .into());
+    }
+    let hint = if a.path.is_empty() {
+        a.name.clone()
+    } else {
+        a.path.clone()
+    };
+    let flags = AcquireFlags::from_wire(a.flags);
+    let r = sh
+        .fs
+        .run(&hint, move || match op {
+            Op::Create => engine.create_resource(&a.path, &a.name),
+            Op::Delete => engine.delete_resource(&a.path, &a.name),
+            Op::Acquire => engine.acquire(&a.path, &a.name, owner, flags),
+            Op::Release => engine.release(&a.path, &a.name, owner),
+        })
+        .await;
+    r.map_err(|e| error::engine(&e).into())
+}
