@@ -228,7 +228,11 @@ impl Daemon {
 
     /// The daemon's stdout and stderr so far.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(self.tmp.path().join("daemon.log")).unwrap_or_default()
+        // Lossy: a failed exec may leave non-UTF-8 bytes (e.g. a shell's
+        // complaint about a binary) that must not hide the rest.
+        fs::read(self.tmp.path().join("daemon.log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Sends `sig` to the daemon.

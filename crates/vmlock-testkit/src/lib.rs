@@ -22,6 +22,7 @@ pub mod conn;
 pub mod daemon;
 pub mod flavor;
 pub mod frames;
+pub mod reexec;
 pub mod script;
 
 pub use conn::RawConn;

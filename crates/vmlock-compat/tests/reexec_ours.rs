@@ -1,0 +1,169 @@
+//! vmlockd → vmlockd re-exec with what virtlockd cannot survive: an
+//! unregistered connection (quirk 21), a half-sent frame, a holder that dies
+//! while the exec is under way (quirk 22); and no descriptor leak over many
+//! re-execs.
+//!
+//! The exec window is held open on purpose: the symlink points to a gate
+//! script that waits on a FIFO before it execs vmlockd (same pid, every
+//! inherited descriptor kept), so "during the exec" is a fact, not a race:
+//!
+//! ```text
+//! SIGUSR1 → vmlockd writes state, execs gate.sh ──(test: kill holder, send
+//!   the rest of the frame, check the state file)── FIFO "go" → exec vmlockd
+//! ```
+
+#[allow(dead_code)]
+mod reexec_common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use reexec_common::{Holder, PID_OTHER, World, call, owner, real_binary, within};
+use vmlock_testkit::frames;
+use vmlock_testkit::reexec::{ExecWatch, exe, fd_count, kernel_holder, send_reexec, write_script};
+use vmlock_testkit::{Flavor, vmlockd_binary};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn reexec(w: &World) -> ExecWatch {
+    let watch = send_reexec(&w.d).expect("SIGUSR1");
+    watch.wait(&w.d, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    watch
+}
+
+/// Makes `dir/gate.sh` (waits for a line on `dir/gate.fifo`, then execs
+/// vmlockd) and returns the FIFO path.
+fn make_gate(dir: &Path) -> std::path::PathBuf {
+    let fifo = dir.join("gate.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    let body = format!(
+        "read _ < '{}'\nexec '{}' \"$@\"\n",
+        fifo.display(),
+        vmlockd_binary().display()
+    );
+    write_script(&dir.join("gate.sh"), &body).expect("gate script");
+    fifo
+}
+
+#[test]
+fn vmlockd_to_vmlockd_keeps_unregistered_half_framed_and_dead_clients() {
+    let mut w = World::start(Flavor::Ours);
+    let pid = w.d.pid();
+    let fifo = make_gate(w.bin_dir.path());
+    // An unregistered connection that created a lockspace (libvirt's init path).
+    let mut unreg = w.d.connect();
+    let ls3 = w.p("ls3");
+    assert_eq!(call(&mut unreg, &frames::create_lockspace(1, &ls3)).0, 0);
+    // Half a REGISTER frame.
+    let mut half = w.d.connect();
+    let reg = frames::register(7, *b"half-frame-uuid!", "half", 1, 4_194_300, 0);
+    half.send(&reg[..22]).expect("first half");
+    // A holder that will die while the exec is under way.
+    let dying = Holder::start(&w.d, "", &w.p("dying.img").tap_touch());
+    let dying_img = w.path("dying.img");
+    w.assert_all_held();
+
+    w.link
+        .retarget(&w.bin_dir.path().join("gate.sh"))
+        .expect("retarget");
+    let watch = send_reexec(&w.d).expect("SIGUSR1");
+    let sh = std::fs::canonicalize("/bin/sh").expect("sh");
+    assert!(
+        within(20, || exe(pid).is_ok_and(|e| e == sh)),
+        "the gate runs"
+    );
+    // Inside the window: the old image is gone, the new one not started.
+    let meta = std::fs::symlink_metadata(w.d.state_file()).expect("state file written");
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(w.d.state_file()).expect("state");
+    assert!(
+        text.contains(&format!("\"magic\": \"{pid}\"")),
+        "magic is our pid"
+    );
+    let mut dying = dying;
+    dying.kill();
+    half.send(&reg[22..]).expect("second half");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .and_then(|mut f| f.write_all(b"go\n"))
+        .expect("open the gate");
+    watch.wait(&w.d, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    w.d.assert_alive();
+    assert_eq!(exe(pid).expect("exe"), real_binary(Flavor::Ours));
+
+    let reply = half
+        .recv_frame()
+        .expect("reply to the frame split by the exec");
+    assert_eq!(reply, frames::ok_reply(frames::procs::REGISTER, 7));
+    assert!(
+        unreg.barrier_is_pong(),
+        "the unregistered connection survived"
+    );
+    let reg2 = frames::register(2, *b"late-register-id", "late", 1, 4_194_301, 0);
+    assert_eq!(call(&mut unreg, &reg2).0, 0);
+    let r = call(
+        &mut unreg,
+        &frames::acquire(3, &ls3, "r", frames::FLAG_AUTOCREATE),
+    );
+    assert_eq!(r.0, 0, "the once-unregistered connection acquires: {}", r.1);
+    assert!(
+        within(10, || kernel_holder(&dying_img).is_ok_and(|h| h.is_none())),
+        "the holder that died during the exec was released"
+    );
+    let mut o = owner(&w.d, PID_OTHER, "other");
+    let r = call(&mut o, &frames::acquire(1, "", &w.p("dying.img"), 0));
+    assert_eq!(r.0, 0, "its disk is free for others: {}", r.1);
+    w.assert_all_held();
+    w.assert_release_paths();
+}
+
+trait TapTouch {
+    fn tap_touch(self) -> String;
+}
+
+impl TapTouch for String {
+    /// Creates the file named by the string and returns the string.
+    fn tap_touch(self) -> String {
+        reexec_common::touch(Path::new(&self));
+        self
+    }
+}
+
+/// The descriptor count once it has stopped changing (the connection that
+/// proved the new image serves is closed asynchronously).
+fn steady_fd_count(pid: u32) -> usize {
+    let mut last = fd_count(pid).expect("fd count");
+    let mut same = 0;
+    within(5, || {
+        let n = fd_count(pid).expect("fd count");
+        same = if n == last { same + 1 } else { 0 };
+        last = n;
+        same >= 5
+    });
+    last
+}
+
+#[test]
+fn twenty_reexecs_leak_no_descriptor() {
+    let mut w = World::start(Flavor::Ours);
+    let pid = w.d.pid();
+    reexec(&w);
+    let first = steady_fd_count(pid);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        reexec(&w);
+        let back = within(5, || fd_count(pid).is_ok_and(|n| n <= first));
+        seen.push(fd_count(pid).expect("fd count"));
+        assert!(back, "descriptors stay above {first}: {seen:?}");
+    }
+    w.d.assert_alive();
+    assert_eq!(steady_fd_count(pid), first, "after 20 re-execs: {seen:?}");
+    w.assert_all_held();
+    w.assert_release_paths();
+}

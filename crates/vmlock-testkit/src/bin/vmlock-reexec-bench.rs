@@ -1,0 +1,144 @@
+//! `vmlock-reexec-bench [--counts ours=1000,10000,100000] [--theirs 1000,10000] [--rounds 3]`
+//!
+//! Measures live re-exec (SIGUSR1) with many locks held, for vmlockd and
+//! libvirt's virtlockd:
+//!
+//! ```text
+//! start daemon (descriptor limit raised by a wrapper script)
+//! one client: REGISTER, CREATE_LOCKSPACE, ACQUIRE r0..rN (AUTOCREATE)
+//! RSS before ── rounds × { SIGUSR1 → new image ready → new client PONG } ── RSS after
+//! ```
+//! "ready" = a new program image that has its SIGUSR1 handler installed
+//! (see `vmlock_testkit::reexec`). Prints one Markdown table row per run.
+//! Not a pass/fail test: numbers go to docs/PERFORMANCE.md.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmlock_testkit::reexec::{kernel_holder, rss_kib, send_reexec, write_script};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, frames};
+
+const OWNER_PID: u32 = 4_194_900;
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("vmlock-reexec-bench: {msg}");
+    std::process::exit(1)
+}
+
+fn call(c: &mut RawConn, f: &[u8]) -> Result<(), String> {
+    let raw = c.call(f).map_err(|e| e.to_string())?;
+    match decode_reply(&raw) {
+        (_, Some(e)) => Err(format!("{} {}", e.code, e.text())),
+        (_, None) => Ok(()),
+    }
+}
+
+fn start(flavor: Flavor, scripts: &Path) -> Daemon {
+    let wrapper = scripts.join(format!("{}-nofile.sh", flavor.name()));
+    let body = format!(
+        "ulimit -Hn 1048576 2>/dev/null; ulimit -Sn 1048576 2>/dev/null || ulimit -Sn 200000\n\
+         exec '{}' \"$@\"\n",
+        flavor.default_binary().display()
+    );
+    write_script(&wrapper, &body).unwrap_or_else(|e| fail(e));
+    Daemon::start(DaemonSpec::new(flavor).binary(wrapper)).unwrap_or_else(|e| fail(e))
+}
+
+fn take_locks(d: &Daemon, n: usize) -> Result<(RawConn, PathBuf, Duration), String> {
+    let t = Instant::now();
+    let mut c = d.connect();
+    call(
+        &mut c,
+        &frames::register(0, *b"reexec-bench-own", "bench", 1, OWNER_PID, 0),
+    )?;
+    let ls = d.dir().join("ls");
+    let lss = ls.to_string_lossy().into_owned();
+    call(&mut c, &frames::create_lockspace(1, &lss))?;
+    for i in 0..n {
+        let name = format!("r{i}");
+        call(
+            &mut c,
+            &frames::acquire(2 + i as u32, &lss, &name, frames::FLAG_AUTOCREATE),
+        )
+        .map_err(|e| format!("lock {i}: {e}"))?;
+    }
+    Ok((c, ls, t.elapsed()))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn mb(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn run(flavor: Flavor, n: usize, rounds: usize, scripts: &Path) -> Result<String, String> {
+    let d = start(flavor, scripts);
+    let pid = d.pid();
+    let (_conn, ls, took) = take_locks(&d, n)?;
+    let rss0 = rss_kib(pid).map_err(|e| e.to_string())?;
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let w = send_reexec(&d).map_err(|e| e.to_string())?;
+        times.push(w.wait_tight(&d, Duration::from_secs(120))?);
+    }
+    let rss1 = rss_kib(pid).map_err(|e| e.to_string())?;
+    for i in [0, n / 2, n - 1] {
+        let held = kernel_holder(&ls.join(format!("r{i}"))).map_err(|e| e.to_string())?;
+        if held.is_none() {
+            return Err(format!("lock r{i} lost after re-exec"));
+        }
+    }
+    let list: Vec<String> = times.iter().map(|t| ms(*t)).collect();
+    Ok(format!(
+        "| {} | {n} | {} | {} | {} → {} | {} s |",
+        if flavor == Flavor::Ours {
+            "vmlockd"
+        } else {
+            "virtlockd"
+        },
+        list.join(" / "),
+        ms(times.iter().sum::<Duration>() / rounds.max(1) as u32),
+        mb(rss0),
+        mb(rss1),
+        took.as_secs(),
+    ))
+}
+
+fn counts(s: &str) -> Vec<usize> {
+    s.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+}
+
+fn main() {
+    let mut ours = vec![1_000, 10_000, 100_000];
+    let mut theirs = vec![1_000, 10_000];
+    let mut rounds = 3;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let v = args.next().unwrap_or_default();
+        match a.as_str() {
+            "--ours" => ours = counts(&v),
+            "--theirs" => theirs = counts(&v),
+            "--rounds" => rounds = v.parse().unwrap_or(3),
+            _ => fail("usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R]"),
+        }
+    }
+    let scripts = tempfile::tempdir().unwrap_or_else(|e| fail(e));
+    println!(
+        "| daemon | locks | SIGUSR1 → new client served, ms (each round) | mean ms | RSS MB before → after | time to take the locks |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let runs = ours
+        .iter()
+        .map(|n| (Flavor::Ours, *n))
+        .chain(theirs.iter().map(|n| (Flavor::Theirs, *n)));
+    for (f, n) in runs {
+        match run(f, n, rounds, scripts.path()) {
+            Ok(row) => println!("{row}"),
+            Err(e) => println!("| {} | {n} | failed: {e} | | | |", f.name()),
+        }
+    }
+}
