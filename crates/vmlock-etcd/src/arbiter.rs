@@ -1,0 +1,244 @@
+//! [`EtcdArbiter`]: construction, start-up adoption, queries, shutdown.
+//!
+//! ```text
+//! start: validate ─► runtime (1 worker) ─► connect ─► read record
+//!        ─► reconcile (adopt / fence lapsed owners) ─► grant lease if none
+//!        ─► delete dead owners' keys ─► write record
+//!        ─► spawn keepalive + cleanup tasks, watchdog thread
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use lockspace::ResourceKey;
+use tokio::runtime::Runtime;
+
+use crate::adopt::{self, AdoptedLock, Adoption};
+use crate::keys::{self, Holder};
+use crate::record::Record;
+use crate::rpc::call;
+use crate::state::{Inner, Shared};
+use crate::{EtcdConfig, EtcdError, Fencer, lease};
+
+/// The etcd cluster arbiter: plug it into the engine as its
+/// [`lockspace::ClusterArbiter`].
+#[derive(Debug)]
+pub struct EtcdArbiter {
+    pub(crate) sh: Arc<Shared>,
+    rt: Mutex<Option<Runtime>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
+    adopted: Vec<AdoptedLock>,
+}
+
+impl EtcdArbiter {
+    /// Connects, adopts what the durable record allows, and starts the
+    /// lease machinery. Fails if etcd cannot be reached within
+    /// `op_timeout`; in that case recorded owners that are still running
+    /// are fenced first (nobody can vouch for their lease any more).
+    pub fn start(cfg: EtcdConfig, fence: Arc<dyn Fencer>) -> Result<Arc<EtcdArbiter>, EtcdError> {
+        validate(&cfg)?;
+        let record = Record::load(&cfg.state_path).map_err(|source| EtcdError::Record {
+            path: cfg.state_path.clone(),
+            source,
+        })?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vmlock-etcd")
+            .enable_all()
+            .build()
+            .map_err(EtcdError::Runtime)?;
+        let prepared = connect(&cfg, &rt).and_then(|client| prepare(&cfg, &rt, client, &record));
+        let (client, adoption) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                fence.fence_pids(&adopt::lapsed(&record).to_fence);
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        if !adoption.to_fence.is_empty() {
+            fence.fence_pids(&adoption.to_fence);
+        }
+        launch(cfg, rt, client, fence, adoption)
+    }
+
+    /// The locks adopted from the previous run (the daemon re-creates its
+    /// local state for them and watches their pids).
+    pub fn adopted(&self) -> &[AdoptedLock] {
+        &self.adopted
+    }
+
+    /// The lease in use; `None` between a fence and the next grant.
+    pub fn lease_id(&self) -> Option<i64> {
+        self.sh.lock().lease
+    }
+
+    /// Records the VM name or UUID of an owner, shown to other hosts in
+    /// the lock keys it acquires from now on.
+    pub fn set_vm(&self, owner: u32, vm: &str) {
+        self.sh.lock().vms.insert(owner, vm.to_owned());
+    }
+
+    /// Who holds a resource, cluster-wide.
+    pub fn holders(&self, key: &ResourceKey) -> Result<Vec<Holder>, EtcdError> {
+        let prefix = keys::resource_prefix(&self.sh.cfg.prefix, key);
+        let kv = self.sh.client.kv_client();
+        let resp = call(&self.sh.handle, self.sh.cfg.op_timeout, "get", move || {
+            let (mut kv, prefix) = (kv.clone(), prefix.clone());
+            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| Holder::from_value(kv.value()))
+            .collect())
+    }
+
+    /// Stops the lease machinery. With `revoke`, also revokes the lease so
+    /// every lock of this host is released in etcd at once (a clean stop
+    /// with no VMs left). Without it the lease runs out after its TTL unless
+    /// a new arbiter adopts it from the record (daemon re-exec).
+    pub fn shutdown(&self, revoke: bool) {
+        self.sh.stop.store(true, Ordering::SeqCst);
+        if revoke && let Some(id) = self.lease_id() {
+            let lc = self.sh.client.lease_client();
+            let out = call(
+                &self.sh.handle,
+                self.sh.cfg.op_timeout,
+                "revoke",
+                move || {
+                    let mut lc = lc.clone();
+                    async move { lc.revoke(id).await }
+                },
+            );
+            if let Err(e) = out {
+                tracing::warn!("cannot revoke etcd lease {id}: {e}");
+            }
+        }
+        let wd = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(wd) = wd {
+            let _ = wd.join();
+        }
+        if let Some(rt) = self.rt.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for EtcdArbiter {
+    fn drop(&mut self) {
+        self.shutdown(false);
+    }
+}
+
+fn validate(cfg: &EtcdConfig) -> Result<(), EtcdError> {
+    if cfg.endpoints.is_empty() {
+        return Err(EtcdError::Config("etcd_endpoints is empty".into()));
+    }
+    if !keys::valid_host_id(&cfg.host_id) {
+        let msg = format!(
+            "host_id {:?} must be non-empty and contain no '/'",
+            cfg.host_id
+        );
+        return Err(EtcdError::Config(msg));
+    }
+    Ok(())
+}
+
+fn connect(cfg: &EtcdConfig, rt: &Runtime) -> Result<Client, EtcdError> {
+    let eps = cfg.endpoints.clone();
+    let opts = ConnectOptions::new().with_connect_timeout(cfg.op_timeout);
+    let client = call(rt.handle(), cfg.op_timeout, "connect", move || {
+        let (eps, opts) = (eps.clone(), opts.clone());
+        async move { Client::connect(eps, Some(opts)).await }
+    })?;
+    // The channel connects lazily: prove etcd answers before going on.
+    let probe = client.kv_client();
+    call(rt.handle(), cfg.op_timeout, "get", move || {
+        let mut probe = probe.clone();
+        async move { probe.get("/", None).await }
+    })?;
+    Ok(client)
+}
+
+/// Reconciles with the record and makes sure there is a lease.
+fn prepare(
+    cfg: &EtcdConfig,
+    rt: &Runtime,
+    client: Client,
+    record: &Record,
+) -> Result<(Client, Adoption), EtcdError> {
+    if !record.host_id.is_empty() && record.host_id != cfg.host_id {
+        tracing::warn!(recorded = %record.host_id, "etcd state file was written for another host_id");
+    }
+    let mut adoption = adopt::reconcile(cfg, &client, rt.handle(), record)?;
+    if adoption.lease.is_none() {
+        let lc = client.lease_client();
+        let ttl = cfg.ttl_secs();
+        let sent = Instant::now();
+        let r = call(rt.handle(), cfg.op_timeout, "lease grant", move || {
+            let mut lc = lc.clone();
+            async move { lc.grant(ttl, None).await }
+        })?;
+        adoption.lease = Some((r.id(), sent + cfg.protected_for(r.ttl()), r.ttl()));
+    }
+    Ok((client, adoption))
+}
+
+/// Builds the shared state (dead owners' keys queued for deletion), then
+/// spawns the watchdog thread and the tasks.
+fn launch(
+    cfg: EtcdConfig,
+    rt: Runtime,
+    client: Client,
+    fence: Arc<dyn Fencer>,
+    adoption: Adoption,
+) -> Result<Arc<EtcdArbiter>, EtcdError> {
+    let (lease, deadline, ttl) = adoption
+        .lease
+        .map_or((None, Instant::now(), 0), |(l, d, t)| (Some(l), d, t));
+    let mut inner = Inner::new(lease, deadline);
+    inner.granted_ttl = ttl;
+    inner.locks = adoption.locks;
+    inner.orphans.extend(adoption.to_delete);
+    inner.seq = 1;
+    let sh = Arc::new(Shared {
+        cfg,
+        client,
+        handle: rt.handle().clone(),
+        fence,
+        inner: Mutex::new(inner),
+        writer: Mutex::new(0),
+        stop: AtomicBool::new(false),
+    });
+    sh.persist_logged();
+    let watchdog = match spawn_watchdog(&sh) {
+        Ok(w) => w,
+        Err(e) => {
+            rt.shutdown_background();
+            return Err(EtcdError::Runtime(e));
+        }
+    };
+    rt.spawn(lease::keepalive_task(sh.clone()));
+    rt.spawn(lease::cleanup_task(sh.clone()));
+    Ok(Arc::new(EtcdArbiter {
+        sh,
+        rt: Mutex::new(Some(rt)),
+        watchdog: Mutex::new(Some(watchdog)),
+        adopted: adoption.adopted,
+    }))
+}
+
+fn spawn_watchdog(sh: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
+    let sh = sh.clone();
+    std::thread::Builder::new()
+        .name("vmlock-etcd-watchdog".into())
+        .spawn(move || lease::watchdog(sh))
+}
