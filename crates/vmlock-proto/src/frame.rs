@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(parse_body(&f[4..]), Err(FrameError::MissingFdCount));
         // A server reads an fd count for CALL_WITH_FDS only.
         let f = encode_frame(&hdr(MessageType::ReplyWithFds), &[0, 0]);
-        assert_eq!(parse_body(&f[4..]).map(|m| (m.num_fds, m.payload)), Ok((0, vec![0, 0])));
+        assert_eq!(
+            parse_body(&f[4..]).map(|m| (m.num_fds, m.payload)),
+            Ok((0, vec![0, 0]))
+        );
         let f = encode_frame(&hdr(MessageType::CallWithFds), &[0, 0, 0, 33]);
         assert_eq!(parse_body(&f[4..]), Err(FrameError::TooManyFds(33)));
         let f = encode_frame(&hdr(MessageType::CallWithFds), &[0, 0, 0, 32]);

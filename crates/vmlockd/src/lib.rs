@@ -131,7 +131,10 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
     let t0 = std::time::Instant::now();
     let (inherited, mut restore_log) = reexec::take_inherited(&state_file, vmlock_sys::getpid());
     if inherited.is_some() {
-        restore_log.push(format!("re-exec: state read and descriptors adopted in {:?}", t0.elapsed()));
+        restore_log.push(format!(
+            "re-exec: state read and descriptors adopted in {:?}",
+            t0.elapsed()
+        ));
     }
     let act_env = activation::ActivationEnv::take_from_process();
     let (conf, conf_warnings) = load_config(&cli, &env)?;
@@ -190,6 +193,17 @@ fn start(
     act_env: activation::ActivationEnv,
     inherited: Option<reexec::Inherited>,
 ) -> Result<Started, Fatal> {
+    if conf.lock_backend != "file" {
+        // Never pretend: running with local locks only when cluster-wide
+        // protection was asked for would let another host start the VM.
+        return Err(fatal(
+            exit::INIT,
+            format!(
+                "lock_backend = \"{}\" is not wired into vmlockd yet (the vmlock-etcd crate is); use \"file\"",
+                conf.lock_backend
+            ),
+        ));
+    }
     let sock_dir = conf.unix_sock_dir.as_deref().map(Path::new);
     let p = env.paths(cli.pid_file.as_deref(), sock_dir);
     make_run_dir(&p.run_dir, env.privileged)?;

@@ -254,12 +254,30 @@ struct Top {
 /// Parses a state file written by virtlockd (any version with this layout) or vmlockd.
 pub fn parse(text: &str) -> Result<State, StateError> {
     let top: Top = serde_json::from_str(text)?;
-    let magic = top.magic.as_ref().and_then(Value::as_str).ok_or_else(|| shape("missing magic"))?;
-    let daemon = top.daemon.as_ref().or(top.server.as_ref()).ok_or_else(|| shape("missing daemon"))?;
+    let magic = top
+        .magic
+        .as_ref()
+        .and_then(Value::as_str)
+        .ok_or_else(|| shape("missing magic"))?;
+    let daemon = top
+        .daemon
+        .as_ref()
+        .or(top.server.as_ref())
+        .ok_or_else(|| shape("missing daemon"))?;
     let servers = parse_servers(daemon)?;
-    let default = top.default.ok_or_else(|| shape("missing defaultLockspace"))?;
-    let engine = Snapshot { default, lockspaces: top.lockspaces, lingering: top.lingering };
-    Ok(State { servers, engine, magic: magic.to_owned() })
+    let default = top
+        .default
+        .ok_or_else(|| shape("missing defaultLockspace"))?;
+    let engine = Snapshot {
+        default,
+        lockspaces: top.lockspaces,
+        lingering: top.lingering,
+    };
+    Ok(State {
+        servers,
+        engine,
+        magic: magic.to_owned(),
+    })
 }
 
 fn parse_servers(daemon: &Value) -> Result<Vec<ServerRef>, StateError> {

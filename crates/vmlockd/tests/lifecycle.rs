@@ -390,7 +390,10 @@ fn help_and_man_page_list_exactly_virtlockds_options() {
         "/../../docs/man/vmlockd.8.md"
     ))
     .expect("man page");
-    let help = Command::new(vmlock_testkit::vmlockd_binary()).arg("--help").output().expect("help");
+    let help = Command::new(vmlock_testkit::vmlockd_binary())
+        .arg("--help")
+        .output()
+        .expect("help");
     let help = String::from_utf8_lossy(&help.stderr).into_owned();
     for (short, long) in [
         ("-h", "--help"),
@@ -401,9 +404,33 @@ fn help_and_man_page_list_exactly_virtlockds_options() {
         ("-V", "--version"),
         ("-p", "--pid-file"),
     ] {
-        assert!(man.contains(&format!("**{short}**, **{long}**")), "{long} missing from the man page");
-        assert!(help.contains(&format!("{short} | {long}")), "{long} missing from --help");
+        assert!(
+            man.contains(&format!("**{short}**, **{long}**")),
+            "{long} missing from the man page"
+        );
+        assert!(
+            help.contains(&format!("{short} | {long}")),
+            "{long} missing from --help"
+        );
     }
     let options_in_man = man.matches("\n**-").count();
-    assert_eq!(options_in_man, 7, "the man page documents an option the daemon lacks");
+    assert_eq!(
+        options_in_man, 7,
+        "the man page documents an option the daemon lacks"
+    );
+}
+
+/// Asking for cluster-wide protection the daemon cannot give is fatal, never silently local.
+#[test]
+fn an_unavailable_lock_backend_is_refused_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let conf = tmp.path().join("v.conf");
+    std::fs::write(&conf, "lock_backend = \"etcd\"\n").expect("write");
+    let out = Command::new(vmlock_testkit::vmlockd_binary())
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock_backend"));
 }

@@ -192,7 +192,10 @@ mod tests {
         assert!(decode_call(Procedure::Restrict, &payload).is_err());
         let call = decode_call_lenient(Procedure::Restrict, &payload).expect("lenient");
         assert_eq!(call, Call::Restrict(RestrictArgs { flags: 0 }));
-        assert!(decode_call_lenient(Procedure::Restrict, &[0, 0]).is_err(), "still truncated");
+        assert!(
+            decode_call_lenient(Procedure::Restrict, &[0, 0]).is_err(),
+            "still truncated"
+        );
     }
 
     #[test]

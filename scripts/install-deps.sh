@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine (idempotent).
+#   libvirt-daemon    the reference virtlockd 9.0 and libvirt's lockd.so plugin
+#   etcd-server       private etcd instances for the cluster back end's tests
+#   protobuf-compiler protoc, needed to build the etcd client
+#   python3           used by a few tests as an independent second process
+set -euo pipefail
+pkgs=(libvirt-daemon etcd-server protobuf-compiler python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
