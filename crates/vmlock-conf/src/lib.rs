@@ -16,6 +16,7 @@
 //! functions touch the file system.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
 mod error;

@@ -6,6 +6,10 @@
 //! * whatever decodes re-encodes to something that decodes to the same value;
 //! * decoders allocate no more than the bytes they consumed.
 
+// A panic here is how a broken invariant is reported to the fuzzer; this
+// module is never called from the daemon.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use crate::admin;
 use crate::error::WireError;
 use crate::frame::{body_len, encode_frame, parse_body};

@@ -13,6 +13,7 @@
 //! * [`lock`], [`keepalive`], [`admin`]: the three programs (spec §3, §6, §11).
 //! * [`route`]: the routing table of spec §1.7.
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod admin;
 pub mod error;
