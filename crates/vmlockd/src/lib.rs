@@ -313,7 +313,8 @@ impl Started {
             mut signals,
             timeout,
             state_file,
-            pid_file,
+            // Held (locked) until the daemon exits; a re-exec keeps the same pid.
+            pid_file: _pid_file,
         } = self;
         let argv: Vec<OsString> = std::env::args_os().collect();
         loop {
@@ -340,7 +341,6 @@ impl Started {
                 "re-exec of {:?} failed: {err}; still serving, every lock held",
                 argv.first()
             );
-            let _ = pid_file.path();
             listeners = back;
             conns = parked;
         }
