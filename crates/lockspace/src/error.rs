@@ -278,7 +278,12 @@ impl Error {
     }
 
     pub(crate) fn io(err: &std::io::Error) -> i32 {
-        err.raw_os_error().unwrap_or(libc::EIO)
+        // std refuses a path with a NUL byte before any syscall, without an
+        // errno: that is the caller's invalid argument, not an I/O error.
+        err.raw_os_error().unwrap_or(match err.kind() {
+            std::io::ErrorKind::InvalidInput => libc::EINVAL,
+            _ => libc::EIO,
+        })
     }
 }
 

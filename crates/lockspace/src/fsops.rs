@@ -123,7 +123,12 @@ pub(crate) fn dispose(d: Disposal) {
                 lock::try_lock(d.file.as_fd(), d.kind, LockType::Exclusive),
                 Ok(true)
             );
-        if may_unlink {
+        if may_unlink && !still_names(&d.path, &d.file) {
+            // The path was unlinked, replaced, or now leads (through a
+            // swapped directory or symlink) to some other file, maybe one
+            // that somebody else locks: never unlink that.
+            tracing::warn!(path = %d.path, "lease path no longer names the locked file, not unlinking");
+        } else if may_unlink {
             match std::fs::remove_file(&d.path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
                     tracing::warn!(path = %d.path, error = %e, "failed to unlink lease file");
@@ -136,6 +141,14 @@ pub(crate) fn dispose(d: Disposal) {
     }
     drop(d.file);
     drop(d.extra);
+}
+
+/// Whether `path` (its last component not followed) still names `file`.
+fn still_names(path: &str, file: &File) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    file_ident(file).is_ok_and(|id| id == (m.dev(), m.ino()))
 }
 
 /// CREATE_RESOURCE: `virFileTouch(path, 0600)`: create or open, then close.

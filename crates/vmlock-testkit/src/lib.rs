@@ -22,8 +22,10 @@ pub mod conn;
 pub mod daemon;
 pub mod flavor;
 pub mod frames;
+pub mod procfs;
 pub mod reexec;
 pub mod script;
+pub mod sentinel;
 
 pub use conn::RawConn;
 pub use daemon::{Daemon, DaemonSpec};

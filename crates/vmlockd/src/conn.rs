@@ -33,6 +33,10 @@ use crate::session::{self, Session};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+/// Largest spare read-buffer capacity an idle connection keeps: after a
+/// big frame (up to 32 MiB) the buffer shrinks back, or every connection
+/// that ever sent one would pin that much memory for its whole life.
+const RETAIN_MAX: usize = 256 * 1024;
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -141,6 +145,9 @@ fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, frame::FrameError> {
     }
     let body = buf[4..4 + len].to_vec();
     buf.drain(..4 + len);
+    if buf.capacity() > RETAIN_MAX && buf.len() < RETAIN_MAX {
+        buf.shrink_to(READ_CHUNK.max(buf.len()));
+    }
     Ok(Some(body))
 }
 

@@ -59,6 +59,9 @@ impl PidFile {
                 .create(true)
                 .truncate(false)
                 .mode(0o644)
+                // A symlink planted at the pid file path must not make
+                // us truncate and overwrite its target.
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(io_err)?;
             if !try_lock(file.as_fd(), LockKind::Posix, LockType::Exclusive).map_err(io_err)? {
@@ -117,6 +120,17 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).expect("read"), "4242");
         drop(held);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_symlinked_pid_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, b"keep me").expect("write");
+        let p = dir.path().join("d.pid");
+        std::os::unix::fs::symlink(&target, &p).expect("symlink");
+        assert!(PidFile::acquire(&p, 4242).is_err());
+        assert_eq!(std::fs::read(&target).expect("read"), b"keep me");
     }
 
     #[test]

@@ -168,6 +168,7 @@ pub async fn accept_loop(
     mut mode: watch::Receiver<Mode>,
     conns: Arc<Mutex<JoinSet<()>>>,
 ) -> UnixListener {
+    let mut reserve = spare_fd();
     loop {
         tokio::select! {
             biased;
@@ -178,19 +179,40 @@ pub async fn accept_loop(
             }
             r = listener.accept() => match r {
                 Ok((stream, _)) => admit(&ctx, kind, stream, &mode, &conns),
-                Err(e) => accept_failed(e).await,
+                Err(e) => accept_failed(e, &listener, &mut reserve).await,
             }
         }
     }
 }
 
-async fn accept_failed(e: std::io::Error) {
+/// A descriptor held in reserve for [`accept_failed`].
+fn spare_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+async fn accept_failed(
+    e: std::io::Error,
+    listener: &UnixListener,
+    reserve: &mut Option<std::fs::File>,
+) {
     if REFUSED_LOG.allow() {
         warn!("accept failed: {e}");
     }
     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-        // Out of descriptors: back off instead of spinning on a readable listener.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Out of descriptors: spend the reserve on accepting the waiting
+        // client and closing it at once (a clean refusal it sees now, not a
+        // hang in the backlog), then back off instead of spinning.
+        if reserve.take().is_some() {
+            let pending = tokio::time::timeout(Duration::from_millis(10), listener.accept());
+            if let Ok(Ok((stream, _))) = pending.await {
+                drop(stream);
+                if REFUSED_LOG.allow() {
+                    warn!("out of descriptors: refused a client");
+                }
+            }
+            *reserve = spare_fd();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
