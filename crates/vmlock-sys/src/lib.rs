@@ -15,6 +15,7 @@ pub mod lock;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod process;
+pub mod signal;
 
 use std::ffi::CStr;
 use std::io;

@@ -1,0 +1,76 @@
+//! The calling thread's signal mask.
+//!
+//! The daemon blocks its handled signals first thing in `main` and unblocks
+//! them once its handlers are installed: a SIGTERM or SIGUSR1 that arrives
+//! while a freshly re-exec'd image starts up (handlers are reset by
+//! `exec`) then waits, pending, instead of killing the daemon with every
+//! lock it holds. Threads inherit the mask of the thread that creates them.
+
+use std::io;
+
+fn change(how: libc::c_int, sigs: &[i32]) -> io::Result<()> {
+    // SAFETY: `set` is a plain C struct that sigemptyset initialises before
+    // any other use; sigaddset only writes into it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid, writable memory of the right type.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in sigs {
+        // SAFETY: as above; an invalid signal number only makes it fail.
+        if unsafe { libc::sigaddset(&mut set, s) } != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Blocks `sigs` in the calling thread (they stay pending until unblocked).
+pub fn block(sigs: &[i32]) -> io::Result<()> {
+    change(libc::SIG_BLOCK, sigs)
+}
+
+/// Unblocks `sigs` in the calling thread; pending ones are delivered now.
+pub fn unblock(sigs: &[i32]) -> io::Result<()> {
+    change(libc::SIG_UNBLOCK, sigs)
+}
+
+/// Whether `sig` is blocked in the calling thread.
+pub fn is_blocked(sig: i32) -> io::Result<bool> {
+    // SAFETY: zeroed sigset_t is a valid buffer for pthread_sigmask to fill.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new-set only queries; `old` is writable.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: `old` was filled in by pthread_sigmask.
+    Ok(unsafe { libc::sigismember(&old, sig) } == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_and_unblock_in_a_thread() {
+        std::thread::spawn(|| {
+            assert!(!is_blocked(libc::SIGUSR2).unwrap());
+            block(&[libc::SIGUSR2]).unwrap();
+            assert!(is_blocked(libc::SIGUSR2).unwrap());
+            // A new thread inherits the mask.
+            let inherited = std::thread::spawn(|| is_blocked(libc::SIGUSR2).unwrap())
+                .join()
+                .unwrap();
+            assert!(inherited);
+            unblock(&[libc::SIGUSR2]).unwrap();
+            assert!(!is_blocked(libc::SIGUSR2).unwrap());
+            assert!(block(&[10_000]).is_err());
+        })
+        .join()
+        .unwrap();
+    }
+}
