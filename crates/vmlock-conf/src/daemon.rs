@@ -61,6 +61,21 @@ pub struct DaemonConfig {
     pub lease_ttl: u32,
     /// vmlock (etcd backend): `"kill"` or `"pause"` the VMs when the lease is lost.
     pub on_lease_loss: String,
+    /// vmlock (etcd backend): the durable record of this host's lease and
+    /// locks, read back after a crash or restart (orphan adoption).
+    pub etcd_state_file: Option<String>,
+    /// vmlock (etcd backend): PEM CA bundle that signs etcd's server
+    /// certificates; setting it (or a client certificate) turns TLS on.
+    pub etcd_ca_file: Option<String>,
+    /// vmlock (etcd backend): PEM client certificate (mutual TLS).
+    pub etcd_cert_file: Option<String>,
+    /// vmlock (etcd backend): PEM private key of `etcd_cert_file`.
+    pub etcd_key_file: Option<String>,
+    /// vmlock (etcd backend): etcd user for password authentication.
+    pub etcd_username: Option<String>,
+    /// vmlock (etcd backend): file whose first line is that user's password
+    /// (kept out of the config so the config can stay world-readable).
+    pub etcd_password_file: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -80,6 +95,12 @@ impl Default for DaemonConfig {
             host_id: None,
             lease_ttl: 10,
             on_lease_loss: "kill".to_owned(),
+            etcd_state_file: None,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_username: None,
+            etcd_password_file: None,
         }
     }
 }
@@ -108,6 +129,12 @@ const KEYS: &[Key<DaemonConfig>] = &[
     Key::choice("on_lease_loss", &["kill", "pause"], |c, v| {
         c.on_lease_loss = v.to_owned()
     }),
+    Key::abs_path("etcd_state_file", |c, v| c.etcd_state_file = Some(v)),
+    Key::abs_path("etcd_ca_file", |c, v| c.etcd_ca_file = Some(v)),
+    Key::abs_path("etcd_cert_file", |c, v| c.etcd_cert_file = Some(v)),
+    Key::abs_path("etcd_key_file", |c, v| c.etcd_key_file = Some(v)),
+    Key::string("etcd_username", |c, v| c.etcd_username = Some(v)),
+    Key::abs_path("etcd_password_file", |c, v| c.etcd_password_file = Some(v)),
 ];
 
 fn set_lock_kind(c: &mut DaemonConfig, v: &str) {

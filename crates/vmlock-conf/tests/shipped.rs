@@ -44,6 +44,17 @@ fn values_shown_in_virtlockd_conf_are_the_defaults() {
     (shown.log_filters, shown.log_outputs) = (None, None);
     (shown.unix_sock_dir, shown.host_id) = (None, None);
     shown.etcd_endpoints.clear();
+    // Unset by default (the state file's default depends on the user).
+    for opt in [
+        &mut shown.etcd_state_file,
+        &mut shown.etcd_ca_file,
+        &mut shown.etcd_cert_file,
+        &mut shown.etcd_key_file,
+        &mut shown.etcd_username,
+        &mut shown.etcd_password_file,
+    ] {
+        assert!(opt.take().is_some(), "every etcd example is shown");
+    }
     assert_eq!(shown, d);
 }
 

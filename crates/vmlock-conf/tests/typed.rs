@@ -61,6 +61,12 @@ etcd_prefix = "/locks"
 host_id = "node-1"
 lease_ttl = 30
 on_lease_loss = "pause"
+etcd_state_file = "/var/lib/x/state.json"
+etcd_ca_file = "/etc/x/ca.pem"
+etcd_cert_file = "/etc/x/c.pem"
+etcd_key_file = "/etc/x/k.pem"
+etcd_username = "vmlock"
+etcd_password_file = "/etc/x/pw"
 "#;
     let (d, warnings) = daemon(text);
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -79,9 +85,15 @@ on_lease_loss = "pause"
         host_id: Some("node-1".into()),
         lease_ttl: 30,
         on_lease_loss: "pause".into(),
+        etcd_state_file: Some("/var/lib/x/state.json".into()),
+        etcd_ca_file: Some("/etc/x/ca.pem".into()),
+        etcd_cert_file: Some("/etc/x/c.pem".into()),
+        etcd_key_file: Some("/etc/x/k.pem".into()),
+        etcd_username: Some("vmlock".into()),
+        etcd_password_file: Some("/etc/x/pw".into()),
     };
     assert_eq!(d, expected);
-    assert_eq!(DaemonConfig::keys().count(), 14);
+    assert_eq!(DaemonConfig::keys().count(), 20);
 }
 
 #[test]
