@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 use lockspace::ResourceKey;
 use tokio::runtime::Runtime;
 
@@ -76,10 +76,11 @@ impl EtcdArbiter {
         self.sh.lock().lease
     }
 
-    /// Records the VM name or UUID of an owner, shown to other hosts in
+    /// Records the VM name and UUID of an owner, shown to other hosts in
     /// the lock keys it acquires from now on.
-    pub fn set_vm(&self, owner: u32, vm: &str) {
-        self.sh.lock().vms.insert(owner, vm.to_owned());
+    pub fn set_vm(&self, owner: u32, vm: &str, uuid: Option<&str>) {
+        let entry = (vm.to_owned(), uuid.map(str::to_owned));
+        self.sh.lock().vms.insert(owner, entry);
     }
 
     /// Who holds a resource, cluster-wide.
@@ -154,7 +155,7 @@ fn validate(cfg: &EtcdConfig) -> Result<(), EtcdError> {
 
 fn connect(cfg: &EtcdConfig, rt: &Runtime) -> Result<Client, EtcdError> {
     let eps = cfg.endpoints.clone();
-    let opts = ConnectOptions::new().with_connect_timeout(cfg.op_timeout);
+    let opts = cfg.connect_options()?;
     let client = call(rt.handle(), cfg.op_timeout, "connect", move || {
         let (eps, opts) = (eps.clone(), opts.clone());
         async move { Client::connect(eps, Some(opts)).await }

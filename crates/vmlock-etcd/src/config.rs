@@ -9,10 +9,13 @@
 //! keepalive that got a positive reply, so it always falls before the time
 //! the etcd leader can expire the lease (which counts from *receipt*).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use vmlock_conf::DaemonConfig;
+
+use crate::EtcdError;
 
 /// Where the durable record lives unless configured otherwise.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/vmlock/etcd-state.json";
@@ -32,6 +35,23 @@ pub struct EtcdConfig {
     pub state_path: PathBuf,
     /// Deadline for one etcd round trip made on behalf of a caller.
     pub op_timeout: Duration,
+    /// TLS material; `None` speaks plain HTTP/2.
+    pub tls: Option<TlsFiles>,
+    /// etcd password authentication: user and password.
+    pub auth: Option<(String, String)>,
+}
+
+/// PEM files for TLS to etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA bundle for etcd's server certificates (unset: the system roots
+    /// are not consulted, so set it unless etcd's certificate is signed
+    /// by a CA the client was built to trust).
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
 }
 
 impl EtcdConfig {
@@ -44,17 +64,71 @@ impl EtcdConfig {
             lease_ttl: Duration::from_secs(10),
             state_path: PathBuf::from(DEFAULT_STATE_PATH),
             op_timeout: Duration::from_secs(2),
+            tls: None,
+            auth: None,
         }
     }
 
-    /// Builds the arbiter configuration from the daemon's; `host_id` falls
-    /// back to `hostname` (the caller resolves it, e.g. from `uname`).
-    pub fn from_daemon(conf: &DaemonConfig, hostname: &str) -> EtcdConfig {
-        let host = conf.host_id.clone().unwrap_or_else(|| hostname.to_owned());
+    /// Builds the arbiter configuration from the daemon's. `host_id` falls
+    /// back to `default_host` (the caller resolves it: machine id or host
+    /// name), the record to `default_state`; the password file is read here.
+    pub fn from_daemon(
+        conf: &DaemonConfig,
+        default_host: &str,
+        default_state: &Path,
+    ) -> Result<EtcdConfig, EtcdError> {
+        let host = conf
+            .host_id
+            .clone()
+            .unwrap_or_else(|| default_host.to_owned());
         let mut cfg = EtcdConfig::new(conf.etcd_endpoints.clone(), &host);
         cfg.prefix = conf.etcd_prefix.clone();
         cfg.lease_ttl = Duration::from_secs(u64::from(conf.lease_ttl.max(2)));
-        cfg
+        cfg.state_path = conf
+            .etcd_state_file
+            .as_ref()
+            .map_or_else(|| default_state.to_owned(), PathBuf::from);
+        let files = TlsFiles {
+            ca: conf.etcd_ca_file.as_ref().map(PathBuf::from),
+            cert: conf.etcd_cert_file.as_ref().map(PathBuf::from),
+            key: conf.etcd_key_file.as_ref().map(PathBuf::from),
+        };
+        if files.cert.is_some() != files.key.is_some() {
+            let msg = "etcd_cert_file and etcd_key_file must be set together";
+            return Err(EtcdError::Config(msg.into()));
+        }
+        if files != TlsFiles::default() {
+            cfg.tls = Some(files);
+        }
+        cfg.auth = match (&conf.etcd_username, &conf.etcd_password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => Some((user.clone(), read_password(Path::new(file))?)),
+            _ => {
+                let msg = "etcd_username and etcd_password_file must be set together";
+                return Err(EtcdError::Config(msg.into()));
+            }
+        };
+        Ok(cfg)
+    }
+
+    /// The client options: connect timeout, TLS and credentials. Reads
+    /// the PEM files.
+    pub fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
+        let mut opts = ConnectOptions::new().with_connect_timeout(self.op_timeout);
+        if let Some((user, password)) = &self.auth {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        if let Some(files) = &self.tls {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &files.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+                tls = tls.identity(Identity::from_pem(read_pem(cert)?, read_pem(key)?));
+            }
+            opts = opts.with_tls(tls);
+        }
+        Ok(opts)
     }
 
     /// The TTL as etcd wants it: whole seconds, at least 2.
@@ -81,6 +155,22 @@ impl EtcdConfig {
     pub fn keepalive_period(&self) -> Duration {
         (self.lease_ttl / 4).max(Duration::from_millis(250))
     }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|e| EtcdError::Config(format!("{}: {e}", path.display())))
+}
+
+/// The first line of `path`, without its line end.
+fn read_password(path: &Path) -> Result<String, EtcdError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| EtcdError::Config(format!("{}: {e}", path.display())))?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        let msg = format!("{}: the password file is empty", path.display());
+        return Err(EtcdError::Config(msg));
+    }
+    Ok(line.to_owned())
 }
 
 #[cfg(test)]
@@ -110,11 +200,52 @@ mod tests {
             lease_ttl: 1,
             ..DaemonConfig::default()
         };
-        let c = EtcdConfig::from_daemon(&d, "node7");
+        let state = Path::new("/s.json");
+        let c = EtcdConfig::from_daemon(&d, "node7", state).unwrap();
         assert_eq!(c.host_id, "node7");
         assert_eq!(c.prefix, "/vmlock");
+        assert_eq!(c.state_path, state);
         assert_eq!(c.ttl_secs(), 2, "etcd's minimum TTL is enforced");
+        assert!(c.tls.is_none() && c.auth.is_none());
         d.host_id = Some("h1".into());
-        assert_eq!(EtcdConfig::from_daemon(&d, "node7").host_id, "h1");
+        d.etcd_state_file = Some("/other.json".into());
+        let c = EtcdConfig::from_daemon(&d, "node7", state).unwrap();
+        assert_eq!(
+            (c.host_id.as_str(), c.state_path.as_path()),
+            ("h1", Path::new("/other.json"))
+        );
+    }
+
+    #[test]
+    fn tls_and_auth_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\nignored\n").unwrap();
+        let mut d = DaemonConfig {
+            etcd_username: Some("vm".into()),
+            etcd_password_file: Some(pw.to_string_lossy().into_owned()),
+            etcd_ca_file: Some("/ca.pem".into()),
+            ..DaemonConfig::default()
+        };
+        let c = EtcdConfig::from_daemon(&d, "h", Path::new("/s")).unwrap();
+        assert_eq!(c.auth, Some(("vm".into(), "s3cret".into())));
+        assert_eq!(
+            c.tls.as_ref().and_then(|t| t.ca.clone()),
+            Some("/ca.pem".into())
+        );
+        // A missing CA file is reported when the options are built.
+        let err = c.connect_options().unwrap_err().to_string();
+        assert!(err.contains("/ca.pem"), "{err}");
+        d.etcd_cert_file = Some("/c.pem".into());
+        let err = EtcdConfig::from_daemon(&d, "h", Path::new("/s")).unwrap_err();
+        assert!(err.to_string().contains("set together"), "{err}");
+        d.etcd_cert_file = None;
+        d.etcd_password_file = None;
+        let err = EtcdConfig::from_daemon(&d, "h", Path::new("/s")).unwrap_err();
+        assert!(err.to_string().contains("etcd_password_file"), "{err}");
+        std::fs::write(&pw, "").unwrap();
+        d.etcd_password_file = Some(pw.to_string_lossy().into_owned());
+        let err = EtcdConfig::from_daemon(&d, "h", Path::new("/s")).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
     }
 }

@@ -63,9 +63,12 @@ pub struct LockValue {
     /// The owner's start time (`/proc/<pid>/stat` field 22), if known.
     #[serde(default)]
     pub start_time: Option<u64>,
-    /// VM name or UUID, if the daemon told us.
+    /// VM name, if the daemon told us.
     #[serde(default)]
     pub vm: Option<String>,
+    /// VM UUID (hyphenated), if the daemon told us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
     /// Shared or exclusive.
     pub shared: bool,
     /// The lockspace path.
@@ -81,8 +84,10 @@ pub struct Holder {
     pub host: String,
     /// The owner pid on that host.
     pub pid: u32,
-    /// VM name or UUID, if known.
+    /// VM name, if known.
     pub vm: Option<String>,
+    /// VM UUID, if known.
+    pub uuid: Option<String>,
     /// Shared or exclusive.
     pub shared: bool,
 }
@@ -95,6 +100,7 @@ impl Holder {
             host: v.host,
             pid: v.pid,
             vm: v.vm,
+            uuid: v.uuid,
             shared: v.shared,
         })
     }
@@ -104,10 +110,12 @@ impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = if self.shared { "shared" } else { "exclusive" };
         write!(f, "{kind} by pid {} on host {}", self.pid, self.host)?;
-        if let Some(vm) = &self.vm {
-            write!(f, " (vm {vm})")?;
+        match (&self.vm, &self.uuid) {
+            (Some(vm), Some(uuid)) => write!(f, " (vm {vm}, uuid {uuid})"),
+            (Some(vm), None) => write!(f, " (vm {vm})"),
+            (None, Some(uuid)) => write!(f, " (uuid {uuid})"),
+            (None, None) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -173,6 +181,7 @@ mod tests {
             pid: 7,
             start_time: Some(99),
             vm: Some("vm1".into()),
+            uuid: None,
             shared: true,
             lockspace: String::new(),
             name: "/d".into(),
@@ -180,6 +189,15 @@ mod tests {
         let h = Holder::from_value(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!((h.host.as_str(), h.pid, h.shared), ("h", 7, true));
         assert_eq!(h.to_string(), "shared by pid 7 on host h (vm vm1)");
+        let v = LockValue {
+            uuid: Some("c7a5fdbd-edaf-9455-926a-d65c16db1809".into()),
+            ..v
+        };
+        let h = Holder::from_value(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(
+            h.to_string(),
+            "shared by pid 7 on host h (vm vm1, uuid c7a5fdbd-edaf-9455-926a-d65c16db1809)"
+        );
         assert!(Holder::from_value(b"not json").is_none());
     }
 }

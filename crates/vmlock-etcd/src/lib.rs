@@ -39,13 +39,14 @@ mod fence;
 mod hook;
 pub mod keys;
 pub mod lease;
+pub mod query;
 pub mod record;
 mod rpc;
 mod state;
 
 pub use adopt::AdoptedLock;
 pub use arbiter::EtcdArbiter;
-pub use config::{DEFAULT_STATE_PATH, EtcdConfig};
+pub use config::{DEFAULT_STATE_PATH, EtcdConfig, TlsFiles};
 pub use error::EtcdError;
 pub use fence::{Fencer, LostLock};
 pub use keys::Holder;

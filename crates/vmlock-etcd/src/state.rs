@@ -49,7 +49,7 @@ pub(crate) struct Inner {
     /// Leases given up after fencing; revoked by the cleanup task.
     pub stale_leases: BTreeSet<i64>,
     /// VM names the daemon told us, by owner pid.
-    pub vms: HashMap<u32, String>,
+    pub vms: HashMap<u32, (String, Option<String>)>,
     /// Bumped on every change that must reach the record.
     pub seq: u64,
 }

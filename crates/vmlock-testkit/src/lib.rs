@@ -20,6 +20,7 @@
 
 pub mod conn;
 pub mod daemon;
+pub mod etcd;
 pub mod flavor;
 pub mod frames;
 pub mod procfs;

@@ -40,7 +40,7 @@ fn exclusive_shared_and_release_across_hosts() {
         fb.clone(),
     )
     .unwrap();
-    a.set_vm(100, "vm-a");
+    a.set_vm(100, "vm-a", None);
 
     // Exclusive on A refuses B, exclusive or shared, and names the holder.
     a.acquire(&rk("/d/excl"), false, 100).unwrap();

@@ -1,0 +1,267 @@
+//! Private etcd servers on loopback (one node or a cluster), and a TCP
+//! proxy that a test can cut to partition a client from etcd.
+//!
+//! ```text
+//!  test ──► Proxy(port P) ──► etcd member(s) on fresh ports, temp data dirs
+//!             cut(): bytes stop both ways, sockets stay open (a stall, not a reset)
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Serialises tests: they start servers and measure timings on 2 cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `etcd` can run here; panics with a clear message under CI.
+pub fn etcd_available() -> bool {
+    let ok = Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("etcd is not installed (apt-get install -y etcd-server); required when CI is set");
+    }
+    if !ok {
+        eprintln!("skipping: etcd is not installed (apt-get install -y etcd-server)");
+    }
+    ok
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One etcd member; killed on drop.
+#[derive(Debug)]
+pub struct Etcd {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    pub name: String,
+    pub client_port: u16,
+}
+
+impl Etcd {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// etcd's JSON gateway: is this member the leader?
+    pub fn is_leader(&self) -> bool {
+        let Some(body) = http(self.client_port, "POST", "/v3/maintenance/status", "{}") else {
+            return false;
+        };
+        let v: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(_) => return false,
+        };
+        let leader = v["leader"].as_str();
+        leader.is_some() && leader == v["header"]["member_id"].as_str()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A cluster of `n` members on fresh ports, ready to serve.
+pub fn start_cluster(n: usize) -> Vec<Etcd> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("n{i}=http://127.0.0.1:{p}"))
+        .collect();
+    let initial = initial.join(",");
+    let nodes: Vec<Etcd> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &(c, p))| spawn_member(&format!("n{i}"), c, p, &initial))
+        .collect();
+    for node in &nodes {
+        wait_healthy(node.client_port);
+    }
+    nodes
+}
+
+/// One member.
+pub fn start_single() -> Etcd {
+    start_cluster(1).pop().expect("one member")
+}
+
+fn spawn_member(name: &str, client: u16, peer: u16, initial: &str) -> Etcd {
+    let dir = tempfile::tempdir().unwrap();
+    let c = format!("http://127.0.0.1:{client}");
+    let p = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let child = Command::new("etcd")
+        .args(["--name", name, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args([
+            "--listen-peer-urls",
+            &p,
+            "--initial-advertise-peer-urls",
+            &p,
+        ])
+        .args([
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            "new",
+        ])
+        .args(["--logger", "zap", "--log-outputs", "stderr"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn etcd");
+    Etcd {
+        child: Some(child),
+        _dir: dir,
+        name: name.to_owned(),
+        client_port: client,
+    }
+}
+
+fn wait_healthy(port: u16) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        if http(port, "GET", "/health", "").is_some_and(|b| b.contains("\"true\"")) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("etcd on port {port} did not become healthy in 30 s");
+}
+
+/// A minimal HTTP/1.0 request; returns the body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// A TCP forwarder that can be cut: once cut, bytes stop flowing both
+/// ways but sockets stay open (etcd looks stalled, not down).
+#[derive(Debug)]
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target_port: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, st) = (cut.clone(), stop.clone());
+        let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
+        thread::spawn(move || accept_loop(l, target, c, st));
+        Proxy { port, cut, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn accept_loop(l: TcpListener, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    let mut held = Vec::new();
+    for conn in l.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(down) = conn else { continue };
+        if cut.load(Ordering::SeqCst) {
+            held.push(down); // accepted, never answered
+            continue;
+        }
+        let Ok(up) = TcpStream::connect(target) else {
+            continue;
+        };
+        for (from, to) in [(&down, &up), (&up, &down)] {
+            let (from, to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+            let (c, st) = (cut.clone(), stop.clone());
+            thread::spawn(move || pump(from, to, c, st));
+        }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 16384];
+    while !stop.load(Ordering::SeqCst) {
+        if cut.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
