@@ -214,6 +214,40 @@ pub fn pidfd_wait(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
     }
 }
 
+/// Waits up to `timeout` for any of the processes behind `pidfds` to exit;
+/// returns the indexes of those that have (empty on timeout).
+pub fn pidfd_wait_any(
+    pidfds: &[BorrowedFd<'_>],
+    timeout: std::time::Duration,
+) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<libc::pollfd> = pidfds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let n = libc::nfds_t::try_from(pfds.len()).map_err(io::Error::other)?;
+    // SAFETY: `pfds` holds `n` initialised pollfds of descriptors the
+    // caller keeps open (borrowed) for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), n, ms) };
+    if rc == -1 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents != 0)
+        .map(|(i, _)| i)
+        .collect())
+}
+
 /// Replaces this program with `argv[0]`, searched in `PATH` when it has no
 /// slash, like `execvp` but **without** its fallback of running a file the
 /// kernel refuses (`ENOEXEC`: another architecture, garbage) through
