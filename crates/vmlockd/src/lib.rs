@@ -10,6 +10,8 @@
 
 pub mod activation;
 pub mod cli;
+#[cfg(feature = "etcd")]
+pub mod cluster;
 pub mod conn;
 pub mod daemon;
 pub mod error;
@@ -69,8 +71,23 @@ fn fatal(code: u8, message: impl std::fmt::Display) -> Fatal {
     }
 }
 
+/// The signals the daemon handles: blocked from the first instruction of
+/// `main` until the handlers are in place (see [`vmlock_sys::signal`]).
+pub const HANDLED_SIGNALS: [i32; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 /// The whole program: returns the process exit code.
 pub fn main_entry() -> ExitCode {
+    // A re-exec'd image runs with default dispositions until its handlers
+    // are installed: a SIGUSR1 or SIGTERM arriving meanwhile must wait, not
+    // kill the daemon (and drop every lock).
+    let _ = vmlock_sys::signal::block(&HANDLED_SIGNALS);
     let args: Vec<OsString> = std::env::args_os().collect();
     let argv0 = args
         .first()
@@ -193,17 +210,6 @@ fn start(
     act_env: activation::ActivationEnv,
     inherited: Option<reexec::Inherited>,
 ) -> Result<Started, Fatal> {
-    if conf.lock_backend != "file" {
-        // Never pretend: running with local locks only when cluster-wide
-        // protection was asked for would let another host start the VM.
-        return Err(fatal(
-            exit::INIT,
-            format!(
-                "lock_backend = \"{}\" is not wired into vmlockd yet (the vmlock-etcd crate is); use \"file\"",
-                conf.lock_backend
-            ),
-        ));
-    }
     let sock_dir = conf.unix_sock_dir.as_deref().map(Path::new);
     let p = env.paths(cli.pid_file.as_deref(), sock_dir);
     make_run_dir(&p.run_dir, env.privileged)?;
@@ -223,9 +229,11 @@ fn start(
         vmlock_conf::LockKindSetting::Ofd => lockspace::LockKind::Ofd,
         vmlock_conf::LockKindSetting::Posix => lockspace::LockKind::Posix,
     };
+    // Before the engine: an adopted lease may need fencing at once.
+    let cluster = start_cluster(conf, env.privileged)?;
     let opts = lockspace::EngineOptions {
         lock_kind,
-        arbiter: None,
+        arbiter: cluster.as_ref().map(Backend::arbiter),
     };
     // One event-loop thread: every request is a few microseconds of CPU, and
     // on small hosts extra workers cost more in wake-ups than they add.
@@ -240,6 +248,9 @@ fn start(
         let _rt = runtime.enter();
         daemon::Signals::install().map_err(|e| fatal(exit::SIGNAL, e))?
     };
+    // Handlers in place: what arrived since `main` began is delivered now,
+    // to this thread (threads started before keep them blocked).
+    vmlock_sys::signal::unblock(&HANDLED_SIGNALS).map_err(|e| fatal(exit::SIGNAL, e))?;
     let (engine, listeners, conns, next_ids) = match inherited {
         Some(inh) => {
             let t0 = std::time::Instant::now();
@@ -254,9 +265,17 @@ fn start(
             (1, 1),
         ),
     };
+    let engine = Arc::new(engine);
+    let hooks = cluster.as_ref().map(|c| {
+        c.attach(&engine);
+        c.hooks()
+    });
     let shared = Arc::new(session::Shared {
-        engine: Arc::new(engine),
-        fs: fsexec::FsExec::new(false),
+        engine,
+        // With a cluster back end every acquire is a network round trip:
+        // keep all of them off the event loop.
+        fs: fsexec::FsExec::new(hooks.is_some()),
+        cluster: hooks,
     });
     let grace = Duration::from_millis(u64::from(conf.holder_kill_grace_ms));
     let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients, grace);
@@ -276,6 +295,59 @@ fn start(
         state_file: p.state_file,
         pid_file,
     })
+}
+
+#[cfg(feature = "etcd")]
+type Backend = cluster::Cluster;
+
+#[cfg(feature = "etcd")]
+fn start_cluster(
+    conf: &vmlock_conf::DaemonConfig,
+    privileged: bool,
+) -> Result<Option<Backend>, Fatal> {
+    if conf.lock_backend != "etcd" {
+        return Ok(None);
+    }
+    cluster::start(conf, privileged)
+        .map(Some)
+        .map_err(|e| fatal(exit::INIT, format!("cannot start the etcd back end: {e}")))
+}
+
+/// Stands in for the cluster back end in builds without one.
+#[cfg(not(feature = "etcd"))]
+#[derive(Debug)]
+enum Backend {}
+
+#[cfg(not(feature = "etcd"))]
+impl Backend {
+    fn arbiter(&self) -> Arc<dyn lockspace::ClusterArbiter> {
+        match *self {}
+    }
+    fn attach(&self, _: &Arc<lockspace::Engine>) {
+        match *self {}
+    }
+    fn hooks(&self) -> Arc<dyn session::ClusterHooks> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+fn start_cluster(
+    conf: &vmlock_conf::DaemonConfig,
+    _privileged: bool,
+) -> Result<Option<Backend>, Fatal> {
+    if conf.lock_backend == "file" {
+        return Ok(None);
+    }
+    // Never pretend: local locks only, when cluster-wide protection was
+    // asked for, would let another host start the same VM.
+    Err(fatal(
+        exit::INIT,
+        format!(
+            "lock_backend = \"{}\" needs a vmlockd built with the \"etcd\" feature (cargo build --features etcd)",
+            conf.lock_backend
+        ),
+    ))
 }
 
 type RestoredParts = (
