@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 # Integration tests spawn the daemon, the lease holder and the lockd.so runner
 # as separate processes: build every binary first.
-cargo build --workspace --bins --locked
-cargo test --workspace --locked "$@"
+cargo build --workspace --all-features --bins --locked
+cargo test --workspace --all-features --locked "$@"

@@ -86,6 +86,17 @@ pub struct Shared {
     pub engine: Arc<Engine>,
     /// Where filesystem calls run.
     pub fs: FsExec,
+    /// The cluster back end, when `lock_backend` is not `"file"`.
+    pub cluster: Option<Arc<dyn ClusterHooks>>,
+}
+
+/// What a cluster back end hears from the dispatcher (besides the engine's
+/// own arbiter calls).
+pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
+    /// REGISTER succeeded. `peer_pidfd` is the connection's pidfd, taken at
+    /// accept, when the peer registered itself; the back end keeps a way
+    /// to signal the owner (fencing) that can never hit a recycled pid.
+    fn registered(&self, owner: &Owner, peer_pid: i32, peer_pidfd: Option<&OwnedFd>);
 }
 
 fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
@@ -98,7 +109,7 @@ fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
 /// Runs one lock-program call.
 pub async fn dispatch(sh: &Arc<Shared>, s: &mut Session, call: Call) -> Result<(), Failure> {
     match call {
-        Call::Register(a) => register(s, a),
+        Call::Register(a) => register(sh, s, a),
         Call::Restrict(a) => {
             flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchRestrict")?;
             s.owner_pid()?;
@@ -166,13 +177,17 @@ pub async fn dispatch(sh: &Arc<Shared>, s: &mut Session, call: Call) -> Result<(
     }
 }
 
-fn register(s: &mut Session, a: RegisterArgs) -> Result<(), Failure> {
+fn register(sh: &Shared, s: &mut Session, a: RegisterArgs) -> Result<(), Failure> {
     flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchRegister")?;
     if s.restricted {
         return Err(error::restricted().into());
     }
     if a.owner.id == 0 {
         return Err(error::unregistered().into());
+    }
+    if let Some(c) = &sh.cluster {
+        let own = i32::try_from(a.owner.pid).is_ok_and(|p| p == s.peer_pid);
+        c.registered(&a.owner, s.peer_pid, s.pidfd.as_ref().filter(|_| own));
     }
     s.owner = Some(a.owner);
     Ok(())

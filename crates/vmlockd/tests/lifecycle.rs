@@ -424,13 +424,29 @@ fn help_and_man_page_list_exactly_virtlockds_options() {
 #[test]
 fn an_unavailable_lock_backend_is_refused_at_start() {
     let tmp = tempfile::tempdir().expect("tmp");
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).expect("run dir");
     let conf = tmp.path().join("v.conf");
-    std::fs::write(&conf, "lock_backend = \"etcd\"\n").expect("write");
-    let out = Command::new(vmlock_testkit::vmlockd_binary())
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .expect("run");
+    // In a private mount namespace: the daemon takes its pid file and run
+    // directory (under /run, as root) before it contacts the back end.
+    let daemon = |text: &str| {
+        std::fs::write(&conf, text).expect("write");
+        vmlock_testkit::daemon::ns_command(&run, &vmlock_testkit::vmlockd_binary())
+            .arg("-f")
+            .arg(&conf)
+            .env("XDG_STATE_HOME", tmp.path())
+            .output()
+            .expect("run")
+    };
+    let out = daemon("lock_backend = \"etcd\"\n");
     assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lock_backend"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Built without the back end: says so; with it: no endpoints configured.
+    assert!(
+        err.contains("lock_backend") || err.contains("etcd_endpoints is empty"),
+        "{err}"
+    );
+    // An etcd that does not answer is fatal too (after the connect timeout).
+    let out = daemon("lock_backend = \"etcd\"\netcd_endpoints = \"http://127.0.0.1:9\"\n");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 }

@@ -1,0 +1,381 @@
+//! The etcd back end through the real daemon: several vmlockd "hosts" on
+//! one private etcd, each in its own mount namespace so that the same
+//! lockspace path (`/run/leases`) is a different directory on every host —
+//! only etcd can make them conflict, as with storage shared between hosts.
+//!
+//! ```text
+//!  vmlock-hold ─► vmlockd A (host_id A) ─┐
+//!                                         ├─► [Proxy] ─► etcd (loopback, temp dir)
+//!  RawConn ────► vmlockd B (host_id B) ──┘
+//! ```
+//!
+//! Lock holders are `vmlock-hold --register` processes (they register their
+//! own pid, as a VM does through lockd.so), so fencing kills real processes.
+#![cfg(feature = "etcd")]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmlock_testkit::etcd::{self, Etcd, Proxy};
+use vmlock_testkit::frames::{self, FLAG_AUTOCREATE, FLAG_SHARED};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, tool_binary};
+
+const LS: &str = "/run/leases";
+const TTL: u64 = 3;
+
+struct Host {
+    daemon: Daemon,
+}
+
+fn config(url: &str, id: &str, state_dir: &Path, extra: &str) -> String {
+    format!(
+        "lock_backend = \"etcd\"\netcd_endpoints = [ \"{url}\" ]\netcd_prefix = \"/vmlockd-test\"\n\
+         host_id = \"{id}\"\nlease_ttl = {TTL}\netcd_state_file = \"{}\"\n\
+         holder_kill_grace_ms = 200\n{extra}",
+        state_dir.join(format!("{id}.json")).display()
+    )
+}
+
+impl Host {
+    fn start(url: &str, id: &str, state_dir: &Path, extra: &str) -> Host {
+        let spec = DaemonSpec::new(Flavor::Ours).config(&config(url, id, state_dir, extra));
+        let daemon = Daemon::start(spec).expect("start vmlockd");
+        let mut c = daemon.connect();
+        let r = c
+            .call(&frames::create_lockspace(1, LS))
+            .expect("CREATE_LOCKSPACE");
+        assert!(decode_reply(&r).1.is_none(), "{}", daemon.log_text());
+        Host { daemon }
+    }
+
+    /// A client registered for a fake owner `pid`.
+    fn client(&self, pid: u32) -> RawConn {
+        let mut c = self.daemon.connect();
+        let r = c
+            .call(&frames::register(0, [7; 16], "probe", 1, pid, 0))
+            .expect("REGISTER");
+        assert!(decode_reply(&r).1.is_none());
+        c
+    }
+}
+
+/// `Ok` or the error (code, text) of an ACQUIRE.
+fn acquire(c: &mut RawConn, name: &str, shared: bool) -> Result<(), (i32, String)> {
+    let flags = FLAG_AUTOCREATE | if shared { FLAG_SHARED } else { 0 };
+    let r = c
+        .call(&frames::acquire(9, LS, name, flags))
+        .expect("ACQUIRE");
+    match decode_reply(&r).1 {
+        None => Ok(()),
+        Some(e) => Err((e.code, e.text().to_owned())),
+    }
+}
+
+fn release(c: &mut RawConn, name: &str) {
+    let r = c.call(&frames::release(9, LS, name, 0)).expect("RELEASE");
+    assert!(decode_reply(&r).1.is_none(), "{:?}", decode_reply(&r).1);
+}
+
+/// A VM-like lock holder on `host`: registers its own pid and acquires.
+struct Holder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Holder {
+    fn start(host: &Host, name: &str, shared: bool) -> Holder {
+        let mut cmd = Command::new(tool_binary("vmlock-hold"));
+        cmd.arg("--register")
+            .arg(host.daemon.socket_path())
+            .args([LS, name, "--autocreate"]);
+        if shared {
+            cmd.arg("--shared");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vmlock-hold");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("holder output");
+        assert_eq!(
+            line.trim(),
+            "ok",
+            "holder acquire: {}",
+            host.daemon.log_text()
+        );
+        let stdin = child.stdin.take();
+        Holder { child, stdin }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the holder's death; returns when it was seen and how it died.
+    fn death(&mut self, limit: Duration) -> Option<(Instant, Option<i32>)> {
+        use std::os::unix::process::ExitStatusExt;
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some((Instant::now(), st.signal()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Etcd, tempfile::TempDir)> {
+    let g = etcd::serial();
+    if !etcd::etcd_available() {
+        return None;
+    }
+    Some((
+        g,
+        etcd::start_single(),
+        tempfile::tempdir().expect("tempdir"),
+    ))
+}
+
+/// A live process to stand for a fake owner (fencing signals real pids).
+fn sleeper() -> Child {
+    Command::new("sleep").arg("60").spawn().expect("sleep")
+}
+
+#[test]
+fn one_disk_one_writer_across_hosts() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let a = Host::start(&etcd.url(), "A", dir.path(), "");
+    let b = Host::start(&etcd.url(), "B", dir.path(), "");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    let mut sleep_b = sleeper();
+    let mut cb = b.client(sleep_b.id());
+
+    // Exclusive on A: B is refused, exclusive or shared, and told by whom.
+    let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
+    assert_eq!(code, 87, "{text}");
+    let who = format!("exclusive by pid {} on host A (vm holder", vm_a.pid());
+    assert!(text.contains(&who), "{text}");
+    assert!(acquire(&mut cb, "disk1", true).is_err());
+
+    // Shared across hosts; an exclusive request then fails on both sides.
+    let _ro_a = Holder::start(&a, "disk2", true);
+    acquire(&mut cb, "disk2", true).expect("shared on B beside shared on A");
+    let mut sleep_a = sleeper();
+    let mut ca = a.client(sleep_a.id());
+    assert_eq!(acquire(&mut ca, "disk3", false), Ok(()));
+    assert_eq!(acquire(&mut cb, "disk2", false).map_err(|e| e.0), Err(87));
+    release(&mut cb, "disk2");
+
+    // The holder's death on A frees the disk for B at once.
+    let t0 = Instant::now();
+    vm_a.child.kill().expect("kill");
+    let freed = etcd::poll(Duration::from_secs(2), || {
+        acquire(&mut cb, "disk1", false).ok()
+    });
+    assert!(
+        freed.is_some(),
+        "B never got disk1: {}",
+        a.daemon.log_text()
+    );
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    eprintln!("holder death on A to acquire on B: {took:?}");
+    assert!(!vm_a.alive());
+    let _ = (
+        sleep_a.kill(),
+        sleep_b.kill(),
+        sleep_a.wait(),
+        sleep_b.wait(),
+    );
+}
+
+#[test]
+fn partition_fences_the_holder_before_another_host_takes_over() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let proxy = Proxy::start(etcd.client_port);
+    let a = Host::start(&proxy.url(), "A", dir.path(), "");
+    let b = Host::start(&etcd.url(), "B", dir.path(), "");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    let mut sleep_b = sleeper();
+    let mut cb = b.client(sleep_b.id());
+    assert!(acquire(&mut cb, "disk1", false).is_err());
+
+    let cut = Instant::now();
+    proxy.cut();
+    let (mut granted, mut tries) = (None, 0u32);
+    let mut died = None;
+    while cut.elapsed() < Duration::from_secs(TTL + 4) && granted.is_none() {
+        if died.is_none() && !vm_a.alive() {
+            died = Some(Instant::now());
+        }
+        tries += 1;
+        if acquire(&mut cb, "disk1", false).is_ok() {
+            granted = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let granted =
+        granted.unwrap_or_else(|| panic!("B never got the disk: {}", a.daemon.log_text()));
+    let (died_seen, signal) = vm_a
+        .death(Duration::from_secs(1))
+        .expect("A's holder was fenced");
+    let died = died.unwrap_or(died_seen);
+    assert_eq!(signal, Some(libc::SIGKILL));
+    assert!(
+        died < granted,
+        "A's holder died {:?} after B's grant",
+        died - granted
+    );
+    let failover = granted - cut;
+    assert!(
+        failover <= Duration::from_secs(TTL + 2),
+        "failover took {failover:?}"
+    );
+    eprintln!(
+        "partition: holder fenced after {:?}, B granted after {failover:?} ({tries} tries)",
+        died - cut
+    );
+    assert!(a.daemon.log_text().contains("etcd lease about to lapse"));
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+#[test]
+fn pause_mode_stops_the_holder_instead() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let proxy = Proxy::start(etcd.client_port);
+    let a = Host::start(&proxy.url(), "A", dir.path(), "on_lease_loss = \"pause\"\n");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    proxy.cut();
+    let stopped = etcd::poll(Duration::from_secs(TTL + 2), || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", vm_a.pid())).ok()?;
+        let state = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_owned();
+        (state == "T").then_some(())
+    });
+    assert!(
+        stopped.is_some(),
+        "holder not stopped: {}",
+        a.daemon.log_text()
+    );
+    assert!(vm_a.alive(), "paused, not killed");
+}
+
+#[test]
+fn restart_within_the_ttl_adopts_running_holders() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let mut a = Host::start(&etcd.url(), "A", dir.path(), "");
+    let b = Host::start(&etcd.url(), "B", dir.path(), "");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    let short = Holder::start(&a, "disk2", false);
+    let mut sleep_b = sleeper();
+    let mut cb = b.client(sleep_b.id());
+
+    // vmlockd A crashes; one of its VMs goes on, the other dies meanwhile.
+    a.daemon.signal(libc::SIGKILL).expect("kill A");
+    a.daemon.wait_exit(Duration::from_secs(5)).expect("A exits");
+    drop(short);
+    a = Host::start(&etcd.url(), "A", dir.path(), "log_level = 2\n");
+    let log = a.daemon.log_text();
+    assert!(log.contains("adopted cluster lock"), "{log}");
+    assert!(vm_a.alive(), "a holder of an adopted lock is not fenced");
+    assert_eq!(acquire(&mut cb, "disk1", false).map_err(|e| e.0), Err(87));
+    // The dead VM's lock was given up.
+    let freed = etcd::poll(Duration::from_secs(3), || {
+        acquire(&mut cb, "disk2", false).ok()
+    });
+    assert!(freed.is_some(), "{}", a.daemon.log_text());
+    // The adopted lock is held locally again, and released when its owner exits.
+    let mut ca = a.client(4_000_999);
+    assert_eq!(acquire(&mut ca, "disk1", false).map_err(|e| e.0), Err(87));
+    vm_a.child.kill().expect("kill holder");
+    let freed = etcd::poll(Duration::from_secs(3), || {
+        acquire(&mut cb, "disk1", false).ok()
+    });
+    assert!(freed.is_some(), "{}", a.daemon.log_text());
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+#[test]
+fn restart_after_the_ttl_fences_running_holders() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let mut a = Host::start(&etcd.url(), "A", dir.path(), "");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    a.daemon.signal(libc::SIGKILL).expect("kill A");
+    a.daemon.wait_exit(Duration::from_secs(5)).expect("A exits");
+    std::thread::sleep(Duration::from_secs(TTL + 1));
+    assert!(vm_a.alive());
+    a = Host::start(&etcd.url(), "A", dir.path(), "");
+    let (_, signal) = vm_a
+        .death(Duration::from_secs(2))
+        .unwrap_or_else(|| panic!("holder not fenced: {}", a.daemon.log_text()));
+    assert_eq!(signal, Some(libc::SIGKILL));
+    // And the host serves again, with a new lease.
+    let mut sleep = sleeper();
+    let mut c = a.client(sleep.id());
+    assert_eq!(acquire(&mut c, "disk1", false), Ok(()));
+    let _ = (sleep.kill(), sleep.wait());
+}
+
+#[test]
+fn reexec_keeps_cluster_locks() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let a = Host::start(&etcd.url(), "A", dir.path(), "");
+    let b = Host::start(&etcd.url(), "B", dir.path(), "");
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    let mut sleep_b = sleeper();
+    let mut cb = b.client(sleep_b.id());
+    for _ in 0..3 {
+        a.daemon.signal(libc::SIGUSR1).expect("SIGUSR1");
+        let served = etcd::poll(Duration::from_secs(5), || {
+            let mut c = RawConn::connect(&a.daemon.socket_path()).ok()?;
+            c.barrier_is_pong().then_some(())
+        });
+        assert!(served.is_some(), "{}", a.daemon.log_text());
+        assert_eq!(acquire(&mut cb, "disk1", false).map_err(|e| e.0), Err(87));
+    }
+    // Still the holder's lock after the re-execs: its death frees the disk.
+    assert!(vm_a.alive());
+    vm_a.child.kill().expect("kill");
+    let freed = etcd::poll(Duration::from_secs(3), || {
+        acquire(&mut cb, "disk1", false).ok()
+    });
+    assert!(freed.is_some(), "{}", a.daemon.log_text());
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
