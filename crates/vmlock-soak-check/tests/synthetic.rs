@@ -140,7 +140,7 @@ fn a_kill_ends_the_holdings_of_the_killed_client_only() {
     assert_eq!(free.len(), 1, "only h1's exclusive holding: {free:?}");
     assert_eq!(
         (free[0].client.as_str(), free[0].disk.as_str(), free[0].ns),
-        ("h1", "d1", Some(3 * MS - 0))
+        ("h1", "d1", Some(3 * MS))
     );
 }
 
