@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use vmlock_soak_check::Report;
+use vmlock_soak_check::{Mode, Report};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor, reexec::send_reexec};
 
 use crate::logw::LogW;
@@ -54,6 +54,8 @@ pub struct Config {
     pub holder_bin: PathBuf,
     /// Largest acceptable kill-to-free time.
     pub free_bound: Duration,
+    /// The daemon under test (libvirt's virtlockd for comparison).
+    pub flavor: Flavor,
 }
 
 /// What a run did and what the checker found.
@@ -124,7 +126,7 @@ impl std::fmt::Display for Summary {
 
 /// Starts a vmlockd, runs the workload, checks the logs.
 pub fn run(cfg: &Config) -> std::io::Result<Summary> {
-    let mut daemon = Daemon::start(DaemonSpec::new(Flavor::Ours))?;
+    let mut daemon = Daemon::start(DaemonSpec::new(cfg.flavor))?;
     let plan = Plan::new(
         daemon.socket_path(),
         &daemon.dir(),
@@ -143,11 +145,11 @@ pub fn run(cfg: &Config) -> std::io::Result<Summary> {
         }
         reexec_loop(&plan, &daemon, cfg, &mut problems);
     });
-    if let Err(e) = final_sweep(&plan) {
+    if let Err(e) = final_sweep(&plan, cfg) {
         problems.push(format!("final sweep: {e}"));
     }
     if daemon.wait_exit(Duration::ZERO).is_some() {
-        problems.push(format!("vmlockd died; log:\n{}", daemon.log_text()));
+        problems.push(format!("the daemon died; log:\n{}", daemon.log_text()));
     }
     let report = Report::from_dir(&cfg.log_dir)?;
     problems.extend(report.problems(cfg.free_bound.as_nanos() as u64));
@@ -192,26 +194,37 @@ fn reexec_loop(plan: &Plan, d: &Daemon, cfg: &Config, problems: &mut Vec<String>
 }
 
 /// After the run every disk must be free: one client takes and releases
-/// each exclusively (logged, so the checker also sees these grants).
-fn final_sweep(plan: &Plan) -> Result<(), String> {
-    let mut s = worker::Session::new(plan, "final", worker::FAKE_PID_BASE + 9999)
+/// each exclusively (logged, so the checker also sees these grants). Then
+/// no AUTOCREATE lease file may be left (an exclusive release unlinks it).
+fn final_sweep(plan: &Plan, cfg: &Config) -> Result<(), String> {
+    let name = "final";
+    let mut s = worker::Session::new(plan, name, worker::FAKE_PID_BASE + 9999)
         .map_err(|e| e.to_string())?;
-    let mut disks = Vec::new();
-    for (prefix, n) in [("ct", plan::CONTENDED), ("sh", plan::SHARED)] {
-        disks.extend((0..n).map(|k| plan.target(prefix, k)));
-    }
+    let own = (0..cfg.clients).filter(|i| worker::Role::of(*i) == worker::Role::Own);
+    let mut disks: Vec<(&str, usize)> = own.map(|i| ("own", i)).collect();
+    disks.extend((0..cfg.holders).map(|j| ("hd", j)));
+    disks.extend((0..plan::CONTENDED).map(|k| ("ct", k)));
+    disks.extend((0..plan::SHARED).map(|k| ("sh", k)));
     let mut busy = Vec::new();
-    for t in disks {
-        let t = t.map_err(|e| e.to_string())?;
-        match s.acquire(&t, vmlock_soak_check::Mode::Exclusive) {
-            client::Outcome::Ok => s.release(&t, vmlock_soak_check::Mode::Exclusive),
+    for (prefix, n) in disks {
+        let t = plan.target(prefix, n).map_err(|e| e.to_string())?;
+        match s.acquire(&t, Mode::Exclusive) {
+            client::Outcome::Ok => s.release(&t, Mode::Exclusive),
             other => busy.push(format!("{}: {other:?}", t.disk)),
         }
     }
-    if busy.is_empty() {
+    s.disconnect();
+    if !busy.is_empty() {
+        return Err(format!("still taken after the run: {}", busy.join(", ")));
+    }
+    let left: Vec<String> = std::fs::read_dir(&plan.lease_dir)
+        .map_err(|e| format!("{}: {e}", plan.lease_dir))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if left.is_empty() {
         Ok(())
     } else {
-        Err(format!("still taken after the run: {}", busy.join(", ")))
+        Err(format!("lease files left behind: {}", left.join(", ")))
     }
 }
 

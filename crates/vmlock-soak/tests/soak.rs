@@ -29,6 +29,7 @@ fn soak_never_loses_a_lock() {
         log_dir: logs.path().to_path_buf(),
         holder_bin: env!("CARGO_BIN_EXE_vmlock-soak").into(),
         free_bound: Duration::from_secs(3),
+        flavor: vmlock_testkit::Flavor::Ours,
     };
     let summary = run(&cfg).expect("soak ran");
     eprintln!("seed {seed}:\n{summary}");

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vmlock_soak::{Config, holder, log_dir_in, run};
+use vmlock_testkit::Flavor;
 
 /// Soak vmlockd with random clients, killed holders and re-execs.
 #[derive(Debug, Parser)]
@@ -36,6 +37,9 @@ struct Args {
     /// Largest acceptable kill-to-free time, ms.
     #[arg(long, default_value_t = 3000)]
     free_bound_ms: u64,
+    /// Soak libvirt's virtlockd instead of vmlockd, for comparison.
+    #[arg(long)]
+    theirs: bool,
 }
 
 fn main() {
@@ -61,6 +65,11 @@ fn main() {
         log_dir: log_dir.clone(),
         holder_bin: holder::self_exe(),
         free_bound: Duration::from_millis(a.free_bound_ms),
+        flavor: if a.theirs {
+            Flavor::Theirs
+        } else {
+            Flavor::Ours
+        },
     };
     println!("seed {seed}, logs in {}", log_dir.display());
     match run(&cfg) {
