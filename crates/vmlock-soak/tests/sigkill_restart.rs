@@ -116,19 +116,26 @@ fn registered(sock: &Path) -> RawConn {
     c
 }
 
-#[test]
-fn sigkill_frees_locks_keeps_holders_and_a_restart_is_clean() {
-    let mut d = Daemon::start(DaemonSpec::new(Flavor::Ours)).expect("start vmlockd");
-    let sock = d.socket_path();
+/// A vmlockd with two holders: one on a direct disk, one on an
+/// AUTOCREATE lease file in a named lockspace.
+struct World {
+    d: Daemon,
+    disk: PathBuf,
+    leases: String,
+    lease: PathBuf,
+    holders: [Holder; 2],
+}
+
+fn world() -> World {
+    let d = Daemon::start(DaemonSpec::new(Flavor::Ours)).expect("start vmlockd");
     let disk = d.dir().join("disk1");
     fs::write(&disk, b"disk").expect("disk");
-    let leases = d.dir().join("leases");
-    let leases_s = leases.to_string_lossy().into_owned();
-    ok(&mut d.connect(), &frames::create_lockspace(1, &leases_s)).expect("lockspace");
-    let disk_s = disk.to_string_lossy().into_owned();
-    let mut h1 = Holder::start(&sock, "", &disk_s, &[]);
-    let mut h2 = Holder::start(&sock, &leases_s, "lease1", &["--autocreate"]);
-    let lease = leases.join("lease1");
+    let leases = d.dir().join("leases").to_string_lossy().into_owned();
+    ok(&mut d.connect(), &frames::create_lockspace(1, &leases)).expect("lockspace");
+    let sock = d.socket_path();
+    let h1 = Holder::start(&sock, "", &disk.to_string_lossy(), &[]);
+    let h2 = Holder::start(&sock, &leases, "lease1", &["--autocreate"]);
+    let lease = Path::new(&leases).join("lease1");
     assert!(
         busy_for_other_process(&disk).expect("probe"),
         "vmlockd holds the disk"
@@ -137,43 +144,57 @@ fn sigkill_frees_locks_keeps_holders_and_a_restart_is_clean() {
         busy_for_other_process(&lease).expect("probe"),
         "vmlockd holds the lease"
     );
+    World {
+        d,
+        disk,
+        leases,
+        lease,
+        holders: [h1, h2],
+    }
+}
 
-    let old_pid = d.pid();
-    d.signal(SIGKILL).expect("kill -9");
-    assert!(
-        d.wait_exit(Duration::from_secs(5)).is_some(),
-        "vmlockd survived SIGKILL"
-    );
-
+/// SIGKILLs the daemon and checks what the kernel and the holders do.
+fn kill_daemon(w: &mut World) {
+    w.d.signal(SIGKILL).expect("kill -9");
+    let status = w.d.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some(), "vmlockd survived SIGKILL");
     // The kernel released both locks with the daemon's descriptors.
+    let disk_busy = busy_for_other_process(&w.disk).expect("probe");
+    assert!(!disk_busy, "disk still locked after kill -9");
     assert!(
-        !busy_for_other_process(&disk).expect("probe"),
-        "disk still locked after kill -9"
-    );
-    assert!(
-        lease.exists(),
+        w.lease.exists(),
         "the lease file stays behind (nobody unlinked it)"
     );
-    assert!(
-        !busy_for_other_process(&lease).expect("probe"),
-        "lease still locked after kill -9"
-    );
+    let lease_busy = busy_for_other_process(&w.lease).expect("probe");
+    assert!(!lease_busy, "lease still locked after kill -9");
     // Nobody kills the holders: they run on, unprotected.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        h1.alive() && h2.alive(),
-        "holders must keep running after the daemon died"
-    );
+    let alive = w.holders.iter_mut().all(Holder::alive);
+    assert!(alive, "holders must keep running after the daemon died");
+}
 
-    // Leftovers: pid file, sockets; plant a stale state file as a kill
-    // during a re-exec would leave it (magic = the dead daemon's pid).
-    let run = d.run_dir();
-    assert!(d.pid_file().exists() && sock.exists() && d.admin_socket_path().exists());
-    let stale = FIXTURE.replace("\"magic\": \"30590\"", &format!("\"magic\": \"{old_pid}\""));
+/// Checks the leftovers and plants a stale state file, as a kill during a
+/// re-exec would leave it (magic = the dead daemon's pid).
+fn plant_stale_state(d: &Daemon) {
+    let files = [d.pid_file(), d.socket_path(), d.admin_socket_path()];
+    for f in &files {
+        assert!(f.exists(), "{} left behind", f.display());
+    }
+    let magic = format!("\"magic\": \"{}\"", d.pid());
+    let stale = FIXTURE.replace("\"magic\": \"30590\"", &magic);
     assert_ne!(stale, FIXTURE, "fixture's magic not found");
     fs::write(d.state_file(), &stale).expect("stale state");
+}
 
-    let r = Restarted::start(&run, d.root().join("restart.log"));
+#[test]
+fn sigkill_frees_locks_keeps_holders_and_a_restart_is_clean() {
+    let mut w = world();
+    let old_pid = w.d.pid();
+    kill_daemon(&mut w);
+    plant_stale_state(&w.d);
+
+    let (d, sock) = (&w.d, w.d.socket_path());
+    let r = Restarted::start(&d.run_dir(), d.root().join("restart.log"));
     assert!(
         registered(&sock).barrier_is_pong(),
         "restarted daemon answers PING"
@@ -183,36 +204,24 @@ fn sigkill_frees_locks_keeps_holders_and_a_restart_is_clean() {
     let pid_text = fs::read_to_string(d.pid_file()).expect("pid file");
     assert_eq!(pid_text.trim(), new_pid.to_string(), "pid file rewritten");
     assert!(!d.state_file().exists(), "stale state file consumed");
-    assert!(
-        r.log_text().contains("starting fresh"),
-        "log: {}",
-        r.log_text()
-    );
+    let log = r.log_text();
+    assert!(log.contains("starting fresh"), "log: {log}");
 
     // A fresh start knows no old lock and no old lockspace: another owner
     // gets the disk while the old holder still runs.
     let mut c = registered(&sock);
-    ok(&mut c, &frames::acquire(2, "", &disk_s, 0)).expect("disk is free for a new owner");
-    let gone = ok(
-        &mut c,
-        &frames::acquire(3, &leases_s, "lease1", frames::FLAG_AUTOCREATE),
-    );
+    let disk = w.disk.to_string_lossy();
+    ok(&mut c, &frames::acquire(2, "", &disk, 0)).expect("disk is free for a new owner");
+    let auto = frames::FLAG_AUTOCREATE;
+    let gone = ok(&mut c, &frames::acquire(3, &w.leases, "lease1", auto));
     assert!(
         gone.is_err_and(|e| e.contains("does not exist")),
         "lockspaces are forgotten"
     );
-    ok(&mut c, &frames::create_lockspace(4, &leases_s)).expect("lockspace again");
-    ok(
-        &mut c,
-        &frames::acquire(5, &leases_s, "lease1", frames::FLAG_AUTOCREATE),
-    )
-    .expect("stale lease file reused");
-    assert!(
-        busy_for_other_process(&lease).expect("probe"),
-        "new daemon holds the lease"
-    );
-    assert!(
-        h1.alive(),
-        "the old holder is still running, now without a lock"
-    );
+    ok(&mut c, &frames::create_lockspace(4, &w.leases)).expect("lockspace again");
+    ok(&mut c, &frames::acquire(5, &w.leases, "lease1", auto)).expect("stale lease file reused");
+    let held = busy_for_other_process(&w.lease).expect("probe");
+    assert!(held, "new daemon holds the lease");
+    let alive = w.holders[0].alive();
+    assert!(alive, "the old holder is still running, now without a lock");
 }
