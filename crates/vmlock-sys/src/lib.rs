@@ -8,6 +8,7 @@
 //! Each `unsafe` block carries a `// SAFETY:` comment saying why the call is
 //! sound. `EINTR` is retried in exactly one place ([`cvt_retry`]).
 
+pub mod clock;
 pub mod cred;
 pub mod fd;
 pub mod limits;
