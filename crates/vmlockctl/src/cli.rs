@@ -32,6 +32,8 @@ pub enum Command {
     Release(LockArgs),
     /// Register an owner on a connection, optionally restrict it, then hang up
     Register(RegisterArgs),
+    /// Show which hosts and VMs hold disks cluster-wide (etcd back end)
+    Holders(HoldersArgs),
 }
 
 /// Who owns the locks (REGISTER).
@@ -123,6 +125,26 @@ pub struct RegisterArgs {
     /// Send RESTRICT after REGISTER
     #[arg(long)]
     pub restrict: bool,
+}
+
+/// `holders`.
+#[derive(Debug, Clone, Args)]
+pub struct HoldersArgs {
+    /// The daemon config with the etcd settings [default: /etc/libvirt/virtlockd.conf]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Look up the lease files named by the SHA-256 of each PATH in DIR
+    #[arg(long, value_name = "DIR")]
+    pub lockspace_dir: Option<String>,
+    /// An explicit lease: KEY in the lockspace LOCKSPACE (repeatable)
+    #[arg(long = "lease", value_name = "LOCKSPACE:KEY")]
+    pub leases: Vec<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Disk paths to look up
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 fn parse_uuid(s: &str) -> Result<Uuid, String> {

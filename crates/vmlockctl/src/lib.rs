@@ -4,7 +4,8 @@
 //! ```text
 //! main ─► run(argv) ─► Cli::try_parse ─► exec     (exec.rs: parent ⇄ child ⇄ CMD)
 //!                                      ├► check    (check.rs, holder.rs: F_OFD_GETLK)
-//!                                      └► acquire / release / register  (simple.rs)
+//!                                      ├► acquire / release / register  (simple.rs)
+//!                                      └► holders  (holders.rs: etcd, read-only)
 //!           error ─► "vmlockctl: <chain>" on stderr, exit code (error.rs)
 //! ```
 //!
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod error;
 pub mod exec;
 pub mod holder;
+pub mod holders;
 pub mod resources;
 pub mod simple;
 
@@ -60,5 +62,8 @@ fn dispatch(cli: &Cli, socket: PathBuf, argv: &[OsString]) -> Result<u8, CtlErro
         Command::Acquire(args) => simple::acquire(&socket, args).map(|()| EXIT_OK),
         Command::Release(args) => simple::release(&socket, args).map(|()| EXIT_OK),
         Command::Register(args) => simple::register(&socket, args).map(|()| EXIT_OK),
+        Command::Holders(args) => {
+            holders::run(args, &mut std::io::stdout().lock()).map(|()| EXIT_OK)
+        }
     }
 }

@@ -47,7 +47,10 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
     let man = man_page();
     let top = help(&[]);
     let subs = subcommands(&top);
-    assert_eq!(subs, ["exec", "check", "acquire", "release", "register"]);
+    assert_eq!(
+        subs,
+        ["exec", "check", "acquire", "release", "register", "holders"]
+    );
     let mut all = flags(&top);
     for s in &subs {
         assert!(

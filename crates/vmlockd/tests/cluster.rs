@@ -187,6 +187,7 @@ fn one_disk_one_writer_across_hosts() {
     let mut ca = a.client(sleep_a.id());
     assert_eq!(acquire(&mut ca, "disk3", false), Ok(()));
     assert_eq!(acquire(&mut cb, "disk2", false).map_err(|e| e.0), Err(87));
+    holders_seen_by_vmlockctl(&a, vm_a.pid(), sleep_b.id());
     release(&mut cb, "disk2");
 
     // The holder's death on A frees the disk for B at once.
@@ -210,6 +211,49 @@ fn one_disk_one_writer_across_hosts() {
         sleep_a.wait(),
         sleep_b.wait(),
     );
+}
+
+/// `vmlockctl holders` names host, pid, VM name and uuid of every holder.
+fn holders_seen_by_vmlockctl(a: &Host, vm_pid: u32, b_owner: u32) {
+    let out = Command::new(tool_binary("vmlockctl"))
+        .args(["holders", "--json", "--config"])
+        .arg(a.daemon.root().join("daemon.conf"))
+        .args([
+            "--lease",
+            "/run/leases:disk1",
+            "--lease",
+            "/run/leases:disk2",
+        ])
+        .args(["--lease", "/run/leases:nobody"])
+        .output()
+        .expect("vmlockctl");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let holders = |i: usize| v[i]["holders"].as_array().cloned().unwrap_or_default();
+    let d1 = holders(0);
+    assert_eq!(d1.len(), 1, "{v}");
+    assert_eq!(d1[0]["host"], "A");
+    assert_eq!(d1[0]["pid"], vm_pid);
+    assert_eq!(d1[0]["vm"], "holder");
+    // vmlock-hold registers the uuid bytes "vmlock-hold-uuid".
+    let uuid = uuid::Uuid::from_bytes(*b"vmlock-hold-uuid")
+        .hyphenated()
+        .to_string();
+    assert_eq!(d1[0]["uuid"], uuid.as_str());
+    assert_eq!(d1[0]["shared"], false);
+    let mut d2: Vec<(String, bool)> = holders(1)
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap_or("").to_owned(),
+                h["shared"] == true,
+            )
+        })
+        .collect();
+    d2.sort();
+    assert_eq!(d2, [("A".to_owned(), true), ("B".to_owned(), true)]);
+    assert!(holders(1).iter().any(|h| h["pid"] == b_owner));
+    assert!(holders(2).is_empty());
 }
 
 #[test]
