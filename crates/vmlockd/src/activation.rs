@@ -139,9 +139,49 @@ pub fn notify(state: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// The systemd watchdog: how often to send `WATCHDOG=1` (half of
+/// `WATCHDOG_USEC`), if the service manager asked this very process
+/// (`WATCHDOG_PID`, when set, must be ours: re-exec keeps the pid).
+pub fn watchdog_period(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    me: u32,
+) -> Option<std::time::Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(p) = pid
+        && p.trim().parse::<u32>().ok() != Some(me)
+    {
+        return None;
+    }
+    Some(std::time::Duration::from_micros(usec / 2))
+}
+
+/// Pings the service manager from the event loop for as long as the loop
+/// runs: a hung loop stops the pings and systemd acts (`WatchdogSec=`).
+pub async fn watchdog(period: std::time::Duration) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = notify("WATCHDOG=1\n") {
+            tracing::warn!("cannot ping the systemd watchdog: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchdog_settings() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(watchdog_period(Some("4000000"), None, 7), Some(s(2)));
+        assert_eq!(watchdog_period(Some("4000000"), Some("7"), 7), Some(s(2)));
+        assert_eq!(watchdog_period(Some("4000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_period(Some("0"), None, 7), None);
+        assert_eq!(watchdog_period(Some("x"), None, 7), None);
+        assert_eq!(watchdog_period(None, None, 7), None);
+    }
 
     fn env(pid: &str, n: &str, names: Option<&str>) -> ActivationEnv {
         ActivationEnv {

@@ -389,6 +389,15 @@ impl Started {
             pid_file: _pid_file,
         } = self;
         let argv: Vec<OsString> = std::env::args_os().collect();
+        let wd = activation::watchdog_period(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        );
+        if let Some(period) = wd {
+            info!("systemd watchdog: pinging every {period:?}");
+            runtime.spawn(activation::watchdog(period));
+        }
         loop {
             let r = runtime.block_on(daemon::serve(
                 ctx.clone(),

@@ -177,6 +177,33 @@ fn ready_is_sent_to_the_notify_socket() {
     assert_eq!(&buf[..n], b"READY=1\n");
 }
 
+#[test]
+fn the_systemd_watchdog_is_pinged() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    rx.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _d = Daemon::start(
+        DaemonSpec::new(Flavor::Ours)
+            .config("")
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000"),
+    )
+    .expect("start");
+    let mut buf = [0u8; 64];
+    let t0 = std::time::Instant::now();
+    let mut pings = 0;
+    while pings < 5 {
+        let n = rx.recv(&mut buf).expect("datagram");
+        if &buf[..n] == b"WATCHDOG=1\n" {
+            pings += 1;
+        }
+    }
+    // Every 100 ms (half the interval): 5 pings well within 2 s.
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
 /// A holder that ignores SIGTERM keeps the daemon busy for the whole grace
 /// period in virtlockd; in vmlockd everybody else is served meanwhile.
 #[test]
