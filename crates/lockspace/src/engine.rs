@@ -87,9 +87,14 @@ impl Engine {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// CREATE_LOCKSPACE: idempotent; `""` (the default) always exists.
+    /// CREATE_LOCKSPACE: idempotent; `""` (the default) always exists. A
+    /// known lockspace whose directory was removed behind our back gets it
+    /// back (virtlockd answers OK and leaves new leases failing with ENOENT).
     pub fn create_lockspace(&self, path: &str) -> Result<(), Error> {
         if self.has_lockspace(path) {
+            if !path.is_empty() && !std::path::Path::new(path).is_dir() {
+                fsops::make_lockspace_dir(path)?;
+            }
             return Ok(());
         }
         fsops::make_lockspace_dir(path)?;
