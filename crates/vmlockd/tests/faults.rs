@@ -254,7 +254,11 @@ fn a_removed_lockspace_directory_keeps_its_locks_and_errors_clearly() {
     assert!(std::path::Path::new(&lsdir).is_dir());
     assert!(call(&mut b, &frames::acquire(4, &lsdir, "M", FLAG_AUTOCREATE)).is_none());
     let e = call(&mut b, &frames::acquire(5, &lsdir, "L", FLAG_AUTOCREATE));
-    assert_eq!(e.map(|e| e.code), Some(87), "still busy after the re-creation");
+    assert_eq!(
+        e.map(|e| e.code),
+        Some(87),
+        "still busy after the re-creation"
+    );
     assert!(call(&mut b, &frames::release(6, &lsdir, "M", 0)).is_none());
     assert!(call(&mut a, &frames::release(3, &lsdir, "L", 0)).is_none());
     all_well(&d, &mut s, &ls);
