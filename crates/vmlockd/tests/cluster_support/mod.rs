@@ -1,0 +1,168 @@
+//! Shared by `tests/cluster.rs` and `benches/cluster.rs`: vmlockd "hosts"
+//! on one private etcd, VM-like holders, and raw ACQUIRE/RELEASE.
+//!
+//! Each host runs in its own mount namespace, so the lockspace path
+//! `/run/leases` is a different directory on every host: only etcd can make
+//! two hosts conflict, as with storage shared between hosts.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmlock_testkit::etcd::{self, Etcd};
+use vmlock_testkit::frames::{self, FLAG_AUTOCREATE, FLAG_SHARED};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, tool_binary};
+
+pub const LS: &str = "/run/leases";
+pub const TTL: u64 = 3;
+
+pub struct Host {
+    pub daemon: Daemon,
+}
+
+pub fn config(url: &str, id: &str, state_dir: &Path, extra: &str) -> String {
+    config_ttl(url, id, state_dir, extra, TTL)
+}
+
+/// [`config`] with another lease TTL (seconds).
+pub fn config_ttl(url: &str, id: &str, state_dir: &Path, extra: &str, ttl: u64) -> String {
+    format!(
+        "lock_backend = \"etcd\"\netcd_endpoints = [ \"{url}\" ]\netcd_prefix = \"/vmlockd-test\"\n\
+         host_id = \"{id}\"\nlease_ttl = {ttl}\netcd_state_file = \"{}\"\n\
+         holder_kill_grace_ms = 200\n{extra}",
+        state_dir.join(format!("{id}.json")).display()
+    )
+}
+
+impl Host {
+    pub fn start(url: &str, id: &str, state_dir: &Path, extra: &str) -> Host {
+        Host::start_ttl(url, id, state_dir, extra, TTL)
+    }
+
+    /// [`Host::start`] with another lease TTL (seconds).
+    pub fn start_ttl(url: &str, id: &str, state_dir: &Path, extra: &str, ttl: u64) -> Host {
+        let spec =
+            DaemonSpec::new(Flavor::Ours).config(&config_ttl(url, id, state_dir, extra, ttl));
+        let daemon = Daemon::start(spec).expect("start vmlockd");
+        let mut c = daemon.connect();
+        let r = c
+            .call(&frames::create_lockspace(1, LS))
+            .expect("CREATE_LOCKSPACE");
+        assert!(decode_reply(&r).1.is_none(), "{}", daemon.log_text());
+        Host { daemon }
+    }
+
+    /// A client registered for a fake owner `pid`.
+    pub fn client(&self, pid: u32) -> RawConn {
+        let mut c = self.daemon.connect();
+        let r = c
+            .call(&frames::register(0, [7; 16], "probe", 1, pid, 0))
+            .expect("REGISTER");
+        assert!(decode_reply(&r).1.is_none());
+        c
+    }
+}
+
+/// `Ok` or the error (code, text) of an ACQUIRE.
+pub fn acquire(c: &mut RawConn, name: &str, shared: bool) -> Result<(), (i32, String)> {
+    let flags = FLAG_AUTOCREATE | if shared { FLAG_SHARED } else { 0 };
+    let r = c
+        .call(&frames::acquire(9, LS, name, flags))
+        .expect("ACQUIRE");
+    match decode_reply(&r).1 {
+        None => Ok(()),
+        Some(e) => Err((e.code, e.text().to_owned())),
+    }
+}
+
+pub fn release(c: &mut RawConn, name: &str) {
+    let r = c.call(&frames::release(9, LS, name, 0)).expect("RELEASE");
+    assert!(decode_reply(&r).1.is_none(), "{:?}", decode_reply(&r).1);
+}
+
+/// A VM-like lock holder on `host`: registers its own pid and acquires.
+pub struct Holder {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Holder {
+    pub fn start(host: &Host, name: &str, shared: bool) -> Holder {
+        let mut cmd = Command::new(tool_binary("vmlock-hold"));
+        cmd.arg("--register")
+            .arg(host.daemon.socket_path())
+            .args([LS, name, "--autocreate"]);
+        if shared {
+            cmd.arg("--shared");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn vmlock-hold");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("holder output");
+        assert_eq!(
+            line.trim(),
+            "ok",
+            "holder acquire: {}",
+            host.daemon.log_text()
+        );
+        let stdin = child.stdin.take();
+        Holder { child, stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the holder's death; returns when it was seen and how it died.
+    pub fn death(&mut self, limit: Duration) -> Option<(Instant, Option<i32>)> {
+        use std::os::unix::process::ExitStatusExt;
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some((Instant::now(), st.signal()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Etcd, tempfile::TempDir)> {
+    let g = etcd::serial();
+    if !etcd::etcd_available() {
+        return None;
+    }
+    Some((
+        g,
+        etcd::start_single(),
+        tempfile::tempdir().expect("tempdir"),
+    ))
+}
+
+/// A live process to stand for a fake owner (fencing signals real pids).
+pub fn sleeper() -> Child {
+    Command::new("sleep").arg("60").spawn().expect("sleep")
+}
