@@ -351,16 +351,7 @@ impl Engine {
     /// the engine owns: clear it just before `execve`, set it again if the
     /// exec failed.
     pub fn set_fds_inheritable(&self, inherit: bool) -> io::Result<()> {
-        let st = self.state();
-        let files = st
-            .resources
-            .values()
-            .map(|r| &r.file)
-            .chain(st.lingering.iter().map(|l| &l.file));
-        for f in files {
-            vmlock_sys::fd::set_cloexec(f.as_fd(), !inherit)?;
-        }
-        Ok(())
+        set_inheritable(&self.state(), inherit)
     }
 
     /// Rebuilds an engine from a snapshot, adopting each descriptor number
@@ -412,6 +403,19 @@ impl Engine {
         }
         Ok((engine, r.report))
     }
+}
+
+/// One `F_SETFD` per descriptor the tables own.
+pub(crate) fn set_inheritable(st: &State, inherit: bool) -> io::Result<()> {
+    let files = st
+        .resources
+        .values()
+        .map(|r| &r.file)
+        .chain(st.lingering.iter().map(|l| &l.file));
+    for f in files {
+        vmlock_sys::fd::set_cloexec(f.as_fd(), !inherit)?;
+    }
+    Ok(())
 }
 
 fn lockspace_snap(directory: Option<String>) -> LockspaceSnap {

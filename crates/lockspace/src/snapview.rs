@@ -92,6 +92,13 @@ impl<'a> SnapshotView<'a> {
         LingeringView(&self.st)
     }
 
+    /// [`Engine::set_fds_inheritable`] while the view is held. The view is
+    /// `Sync`: a second thread can clear close-on-exec (one `fcntl` per
+    /// lock) while this one serialises.
+    pub fn set_fds_inheritable(&self, inherit: bool) -> std::io::Result<()> {
+        crate::snapshot::set_inheritable(&self.st, inherit)
+    }
+
     /// Whether there is no lingering descriptor (the key is then omitted).
     pub fn lingering_is_empty(&self) -> bool {
         self.st.lingering.is_empty()

@@ -399,8 +399,9 @@ pub fn write_state(path: &Path, text: &str) -> io::Result<()> {
     r
 }
 
-fn set_inheritable(
-    ctx: &Ctx,
+/// Sets (`on == false`) or clears close-on-exec on the listeners and the
+/// parked connections.
+fn set_sockets_inheritable(
     l: &[Listener],
     p: &[(ServerKind, Handover)],
     on: bool,
@@ -412,7 +413,26 @@ fn set_inheritable(
     {
         vmlock_sys::fd::set_cloexec(fd, !on)?;
     }
-    ctx.shared.engine.set_fds_inheritable(on)
+    Ok(())
+}
+
+/// Serialises and writes the state while a second thread clears
+/// close-on-exec on every lock descriptor (one `fcntl` each): the two take
+/// about as long, and a re-exec is the only time the daemon has both cores'
+/// worth of work in one place. Returns the text's length.
+fn write_and_inherit(ctx: &Ctx, servers: &[ServerRef], path: &Path) -> io::Result<usize> {
+    let view = ctx.shared.engine.snapshot_view();
+    let magic = std::process::id().to_string();
+    std::thread::scope(|s| {
+        let clear = s.spawn(|| view.set_fds_inheritable(true));
+        let written = state::to_json_from_engine(servers, &view, &magic)
+            .map_err(io::Error::other)
+            .and_then(|text| write_state(path, &text).map(|()| text.len()));
+        let cleared = clear
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("close-on-exec thread panicked")));
+        cleared.and(written)
+    })
 }
 
 /// Writes the state and execs `argv`. Returns only if that failed, with
@@ -426,33 +446,21 @@ pub fn exec(
 ) -> io::Error {
     let t0 = std::time::Instant::now();
     let servers = build_servers(ctx, listeners, parked);
-    let view = ctx.shared.engine.snapshot_view();
-    let t1 = t0.elapsed();
-    let magic = std::process::id().to_string();
-    let text = state::to_json_from_engine(&servers, &view, &magic);
-    drop(view);
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => return io::Error::other(e),
-    };
-    let t2 = t0.elapsed();
-    if let Err(e) = write_state(path, &text) {
-        return e;
-    }
-    let t3 = t0.elapsed();
-    let r = set_inheritable(ctx, listeners, parked, true);
-    tracing::info!(
-        "re-exec: snapshot {t1:?}, json {:?} ({} bytes), write {:?}, inherit {:?}",
-        t2 - t1,
-        text.len(),
-        t3 - t2,
-        t0.elapsed() - t3
-    );
+    let r = write_and_inherit(ctx, &servers, path)
+        .and_then(|len| set_sockets_inheritable(listeners, parked, true).map(|()| len));
     let err = match r {
-        Ok(()) => vmlock_sys::process::exec_no_shell(argv),
+        Ok(len) => {
+            tracing::info!(
+                "re-exec: state ({len} bytes) written and descriptors made inheritable in {:?}",
+                t0.elapsed()
+            );
+            vmlock_sys::process::exec_no_shell(argv)
+        }
         Err(e) => e,
     };
-    if let Err(e) = set_inheritable(ctx, listeners, parked, false) {
+    if let Err(e) = set_sockets_inheritable(listeners, parked, false)
+        .and_then(|()| ctx.shared.engine.set_fds_inheritable(false))
+    {
         tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
     }
     let _ = std::fs::remove_file(path);
