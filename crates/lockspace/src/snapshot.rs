@@ -23,7 +23,6 @@
 //! `fstat`s anyway passes the result ([`Adopted::ident`]); it then wins
 //! over the record, and a record that disagrees makes the path be checked.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::hash::BuildHasherDefault;
@@ -36,7 +35,7 @@ use vmlock_sys::lock::LockKind;
 use crate::Error;
 use crate::engine::Engine;
 use crate::fsops;
-use crate::state::{IdHasher, Key, Lingering, Owner, Resource, Slot, State};
+use crate::state::{IdHasher, Key, Lingering, Owner, Resource, State};
 use crate::types::{AcquireFlags, EngineOptions, ResourceInfo};
 
 /// All lockspaces and held resources.
@@ -512,19 +511,12 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         } = snap;
         let key: Key = (ls.to_owned(), name);
         let id = st.next_id();
-        // One hash of the key: claim the name now, undone below if the
-        // entry is dropped after all (it never is once we get here).
-        let key = match st.names.entry(key) {
-            Entry::Occupied(o) => {
-                let (lockspace, name) = o.key().clone();
+        let key = match st.claim_restored(key, id) {
+            Ok(key) => key,
+            Err((lockspace, name)) => {
                 self.problem(RestoreProblem::DuplicateName { lockspace, name });
                 st.lingering.push(Lingering { ident, path, file });
                 return;
-            }
-            Entry::Vacant(v) => {
-                let key = v.key().clone();
-                v.insert(Slot::Held(id));
-                key
             }
         };
         // Our own entries carry the identity checked at acquire time; the

@@ -11,6 +11,7 @@
 //! outside the lock is *reserved* (`Pending` / `busy`), and any other request
 //! meeting a reservation is told "busy" instead of waiting.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -247,6 +248,19 @@ impl State {
     pub(crate) fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Restore: enters `key` as held by `id` with one hash of the key.
+    /// Returns a copy of the key, or the key itself if it was taken.
+    pub(crate) fn claim_restored(&mut self, key: Key, id: u64) -> Result<Key, Key> {
+        match self.names.entry(key) {
+            Entry::Occupied(o) => Err(o.key().clone()),
+            Entry::Vacant(v) => {
+                let key = v.key().clone();
+                v.insert(Slot::Held(id));
+                Ok(key)
+            }
+        }
     }
 
     /// Restore: inserts resource `id` whose single name the caller has

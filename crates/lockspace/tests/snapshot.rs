@@ -332,4 +332,22 @@ fn the_view_serialises_like_the_snapshot() {
     assert_eq!(got, want);
     assert!(want.0.contains("vmlockAliases") && want.1.contains("vmlockIdent"));
     assert!(view.lingering_is_empty());
+    drop(view);
+
+    // A second entry under the same name restores as a lingering descriptor.
+    let mut twice = e.snapshot();
+    let mut again = twice.default.resources[0].clone();
+    let other = vmlock_sys::fd::dup_raw(again.fd).expect("dup");
+    again.fd = std::os::fd::IntoRawFd::into_raw_fd(other);
+    twice.default.resources.push(again);
+    let (r, _) =
+        Engine::restore(EngineOptions::default(), twice, vmlock_sys::fd::dup_raw).expect("restore");
+    let owned = serde_json::to_string(&r.snapshot().lingering).expect("owned");
+    let view = r.snapshot_view();
+    assert!(!view.lingering_is_empty());
+    assert_eq!(
+        serde_json::to_string(&view.lingering()).expect("view"),
+        owned
+    );
+    assert!(owned.starts_with("[{\"path\":"), "{owned}");
 }
