@@ -55,14 +55,16 @@ mod error;
 mod fsops;
 mod names;
 mod snapshot;
+mod snapview;
 mod state;
 mod types;
 
 pub use engine::Engine;
 pub use error::{Error, ErrorKind};
 pub use snapshot::{
-    LingeringSnap, LockspaceSnap, ResourceSnap, RestoreProblem, RestoreReport, Snapshot,
+    Adopted, LingeringSnap, LockspaceSnap, ResourceSnap, RestoreProblem, RestoreReport, Snapshot,
 };
+pub use snapview::{LingeringView, LockspaceView, LockspacesView, SnapshotView};
 pub use types::{
     AcquireFlags, ClusterArbiter, EngineOptions, FLAG_AUTOCREATE, FLAG_SHARED, LockKind,
     ResourceInfo, ResourceKey, Stats,

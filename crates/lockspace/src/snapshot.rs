@@ -5,7 +5,8 @@
 //!   "lockspaces": [ { "directory": "/dir", "resources": [ R, ... ] }, ... ],
 //!   "vmlockLingering": [ { "path": "/x", "fd": 17 } ]           (ours, optional)
 //! R = { "name", "path", "fd", "lockHeld", "flags" (SHARED=1|AUTOCREATE=2), "owners": [pid..],
-//!       "vmlockLockKind": "ofd"|"posix", "vmlockAliases": [["ls","name"]..] }   (ours, optional)
+//!       "vmlockLockKind": "ofd"|"posix", "vmlockAliases": [["ls","name"]..],
+//!       "vmlockIdent": [st_dev, st_ino] }                                      (ours, optional)
 //! ```
 //!
 //! libvirt ignores our `vmlock*` keys; a file written by libvirt has none,
@@ -13,9 +14,18 @@
 //! `posix`). [`Engine::restore`] adopts every descriptor exactly once,
 //! never re-opens or re-locks a file, and reports odd entries in a
 //! [`RestoreReport`] instead of failing (quirks 20–23).
+//!
+//! Restoring an entry vmlockd wrote costs table inserts only: its
+//! `vmlockIdent` is the identity checked when the lock was taken, and the
+//! descriptor is the one it was recorded for (same process, numbers adopted
+//! before anything else is opened). Entries without one (libvirt's files)
+//! cost an `fstat` and a `stat` of the path, as before. A caller that
+//! `fstat`s anyway passes the result ([`Adopted::ident`]); it then wins
+//! over the record, and a record that disagrees makes the path be checked.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -25,7 +35,7 @@ use vmlock_sys::lock::LockKind;
 use crate::Error;
 use crate::engine::Engine;
 use crate::fsops;
-use crate::state::{Key, Lingering, Owner, Resource, State};
+use crate::state::{IdHasher, Key, Lingering, Owner, Resource, State};
 use crate::types::{AcquireFlags, EngineOptions, ResourceInfo};
 
 /// All lockspaces and held resources.
@@ -82,6 +92,24 @@ pub struct ResourceSnap {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub aliases: Vec<(String, String)>,
+    /// The file identity `(st_dev, st_ino)` the path named when the lock
+    /// was taken (ours; absent in libvirt's files).
+    #[serde(
+        rename = "vmlockIdent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ident: Option<(u64, u64)>,
+}
+
+/// A descriptor the caller of [`Engine::restore_adopted`] has taken
+/// ownership of, with its `fstat` identity if already known.
+#[derive(Debug)]
+pub struct Adopted {
+    /// The descriptor.
+    pub fd: OwnedFd,
+    /// `(st_dev, st_ino)` from `fstat`, or `None` to let the engine ask.
+    pub ident: Option<(u64, u64)>,
 }
 
 /// A lingering descriptor (see [`Snapshot::lingering`]).
@@ -173,7 +201,7 @@ pub struct RestoreReport {
 }
 
 mod kind {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
     use vmlock_sys::lock::LockKind;
 
     pub fn posix() -> LockKind {
@@ -187,29 +215,60 @@ mod kind {
         })
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LockKind, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "ofd" => Ok(LockKind::Ofd),
-            "posix" => Ok(LockKind::Posix),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown lock kind {other:?}"
-            ))),
+    struct Visit;
+
+    impl serde::de::Visitor<'_> for Visit {
+        type Value = LockKind;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("\"ofd\" or \"posix\"")
         }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LockKind, E> {
+            match v {
+                "ofd" => Ok(LockKind::Ofd),
+                "posix" => Ok(LockKind::Posix),
+                other => Err(E::custom(format!("unknown lock kind {other:?}"))),
+            }
+        }
+    }
+
+    /// Reads the string without allocating (one per lock adds up).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LockKind, D::Error> {
+        d.deserialize_str(Visit)
     }
 }
 
 /// libvirt writes owners as unsigned 64-bit values of a C `pid_t`; keep the
 /// low 32 bits (the `u32` the client registered).
 mod pids {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u32], s: S) -> Result<S::Ok, S::Error> {
         v.serialize(s)
     }
 
+    struct Visit;
+
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = Vec<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of pids")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u32>, A::Error> {
+            let mut v = Vec::with_capacity(a.size_hint().unwrap_or(1).min(64));
+            while let Some(p) = a.next_element::<u64>()? {
+                v.push(p as u32);
+            }
+            Ok(v)
+        }
+    }
+
+    /// Straight into `u32`s (no intermediate `Vec<u64>` per lock).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
-        let wide = Vec::<u64>::deserialize(d)?;
-        Ok(wide.into_iter().map(|p| p as u32).collect())
+        d.deserialize_seq(Visit)
     }
 }
 
@@ -230,20 +289,20 @@ pub(crate) fn info(res: &Resource) -> ResourceInfo {
 }
 
 fn resource_snap(res: &Resource) -> ResourceSnap {
-    let i = info(res);
     ResourceSnap {
-        name: i.name,
-        path: i.path,
-        fd: i.fd,
-        lock_held: i.lock_held,
+        name: res.names.first().map(|k| k.1.clone()).unwrap_or_default(),
+        path: res.path.clone(),
+        fd: res.file.as_raw_fd(),
+        lock_held: res.lock_held,
         flags: AcquireFlags {
-            shared: i.shared,
-            autocreate: i.autocreate,
+            shared: res.shared,
+            autocreate: res.autocreate,
         }
         .to_wire(),
-        owners: i.owners,
-        lock_kind: i.lock_kind,
-        aliases: i.aliases,
+        owners: res.owners.iter().map(|o| o.pid).collect(),
+        lock_kind: res.kind,
+        aliases: res.names.iter().skip(1).cloned().collect(),
+        ident: Some(res.ident),
     }
 }
 
@@ -291,35 +350,46 @@ impl Engine {
     /// the engine owns: clear it just before `execve`, set it again if the
     /// exec failed.
     pub fn set_fds_inheritable(&self, inherit: bool) -> io::Result<()> {
-        let st = self.state();
-        let files = st
-            .resources
-            .values()
-            .map(|r| &r.file)
-            .chain(st.lingering.iter().map(|l| &l.file));
-        for f in files {
-            vmlock_sys::fd::set_cloexec(f.as_fd(), !inherit)?;
-        }
-        Ok(())
+        set_inheritable(&self.state(), inherit)
     }
 
     /// Rebuilds an engine from a snapshot, adopting each descriptor number
-    /// through `fds` (the daemon passes `vmlock_sys::fd::adopt`). Nothing is
-    /// re-opened or re-locked. Odd entries are reported, never fatal.
+    /// through `fds` (e.g. `vmlock_sys::fd::adopt`). Nothing is re-opened
+    /// or re-locked. Odd entries are reported, never fatal.
     pub fn restore(
         opts: EngineOptions,
         snap: Snapshot,
-        fds: impl FnMut(i32) -> io::Result<OwnedFd>,
+        mut fds: impl FnMut(i32) -> io::Result<OwnedFd>,
+    ) -> Result<(Engine, RestoreReport), Error> {
+        Engine::restore_adopted(opts, snap, |n| fds(n).map(|fd| Adopted { fd, ident: None }))
+    }
+
+    /// [`Engine::restore`] for a caller that adopted the descriptors itself
+    /// and may already know their `fstat` identities (the daemon checks each
+    /// inherited number with one `fstat`, see
+    /// `vmlock_sys::fd::adopt_with_identity`).
+    pub fn restore_adopted(
+        opts: EngineOptions,
+        snap: Snapshot,
+        fds: impl FnMut(i32) -> io::Result<Adopted>,
     ) -> Result<(Engine, RestoreReport), Error> {
         let engine = Engine::new(opts);
+        let total = std::iter::once(&snap.default)
+            .chain(&snap.lockspaces)
+            .map(|ls| ls.resources.len())
+            .sum::<usize>();
         let mut r = Restorer {
             fds,
-            seen: HashSet::new(),
+            seen: HashSet::with_capacity_and_hasher(
+                total + snap.lingering.len(),
+                Default::default(),
+            ),
             report: RestoreReport::default(),
             aliases: Vec::new(),
         };
         {
             let mut st = engine.state();
+            st.reserve(total);
             r.lockspace(&mut st, String::new(), snap.default.resources);
             for ls in snap.lockspaces {
                 let dir = r.directory(&mut st, ls.directory);
@@ -334,6 +404,19 @@ impl Engine {
     }
 }
 
+/// One `F_SETFD` per descriptor the tables own.
+pub(crate) fn set_inheritable(st: &State, inherit: bool) -> io::Result<()> {
+    let files = st
+        .resources
+        .values()
+        .map(|r| &r.file)
+        .chain(st.lingering.iter().map(|l| &l.file));
+    for f in files {
+        vmlock_sys::fd::set_cloexec(f.as_fd(), !inherit)?;
+    }
+    Ok(())
+}
+
 fn lockspace_snap(directory: Option<String>) -> LockspaceSnap {
     LockspaceSnap {
         directory,
@@ -343,12 +426,12 @@ fn lockspace_snap(directory: Option<String>) -> LockspaceSnap {
 
 struct Restorer<F> {
     fds: F,
-    seen: HashSet<i32>,
+    seen: HashSet<i32, BuildHasherDefault<IdHasher>>,
     report: RestoreReport,
     aliases: Vec<(u64, Vec<(String, String)>)>,
 }
 
-impl<F: FnMut(i32) -> io::Result<OwnedFd>> Restorer<F> {
+impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
     fn problem(&mut self, p: RestoreProblem) {
         tracing::warn!(problem = ?p, "restore");
         self.report.problems.push(p);
@@ -381,15 +464,28 @@ impl<F: FnMut(i32) -> io::Result<OwnedFd>> Restorer<F> {
         }
     }
 
-    /// Adopts one descriptor number, at most once.
-    fn adopt(&mut self, fd: i32, name: &str) -> Option<File> {
+    /// Adopts one descriptor number, at most once, and learns its identity:
+    /// from the caller's `fstat`, else from our own record, else `fstat`.
+    fn adopt(
+        &mut self,
+        fd: i32,
+        name: &str,
+        recorded: Option<fsops::Ident>,
+    ) -> Option<(File, fsops::Ident)> {
         if fd < 0 || !self.seen.insert(fd) {
             let name = name.to_owned();
             self.problem(RestoreProblem::DuplicateFd { fd, name });
             return None;
         }
-        match (self.fds)(fd) {
-            Ok(owned) => Some(File::from(owned)),
+        let adopted = (self.fds)(fd).and_then(|a| {
+            let file = File::from(a.fd);
+            match a.ident.or(recorded) {
+                Some(i) => Ok((file, i)),
+                None => fsops::file_ident(&file).map(|i| (file, i)),
+            }
+        });
+        match adopted {
+            Ok(pair) => Some(pair),
             Err(e) => {
                 let (name, errno) = (name.to_owned(), Error::io(&e));
                 self.problem(RestoreProblem::AdoptFailed { fd, name, errno });
@@ -399,79 +495,76 @@ impl<F: FnMut(i32) -> io::Result<OwnedFd>> Restorer<F> {
     }
 
     fn resource(&mut self, st: &mut State, ls: &str, snap: ResourceSnap) {
-        let Some(file) = self.adopt(snap.fd, &snap.name) else {
+        let Some((file, ident)) = self.adopt(snap.fd, &snap.name, snap.ident) else {
             return;
         };
-        let ident = match fsops::file_ident(&file) {
-            Ok(i) => i,
-            Err(e) => {
-                let (fd, name, errno) = (snap.fd, snap.name, Error::io(&e));
-                self.problem(RestoreProblem::AdoptFailed { fd, name, errno });
+        let ResourceSnap {
+            name,
+            path,
+            flags,
+            lock_held,
+            owners,
+            lock_kind,
+            aliases,
+            ident: recorded,
+            ..
+        } = snap;
+        let key: Key = (ls.to_owned(), name);
+        let id = st.next_id();
+        let key = match st.claim_restored(key, id) {
+            Ok(key) => key,
+            Err((lockspace, name)) => {
+                self.problem(RestoreProblem::DuplicateName { lockspace, name });
+                st.lingering.push(Lingering { ident, path, file });
                 return;
             }
         };
-        let key: Key = (ls.to_owned(), snap.name.clone());
-        if st.names.contains_key(&key) {
-            let (lockspace, name) = key;
-            self.problem(RestoreProblem::DuplicateName { lockspace, name });
-            let path = snap.path;
-            st.lingering.push(Lingering { ident, path, file });
-            return;
-        }
-        let matches = fsops::stat_ident(&snap.path).ok() == Some(ident);
+        // Our own entries carry the identity checked at acquire time; the
+        // path is only walked again for entries that lack it (libvirt's).
+        let matches = recorded == Some(ident) || fsops::stat_ident(&path).ok() == Some(ident);
         if !matches {
-            let (name, path) = (snap.name.clone(), snap.path.clone());
+            let (name, path) = (key.1.clone(), path.clone());
             self.problem(RestoreProblem::IdentityMismatch { name, path });
         }
-        self.check_shape(st, &key, ident, &snap);
-        let flags = AcquireFlags::from_wire(snap.flags);
+        let no_owners = owners.is_empty();
+        let flags = AcquireFlags::from_wire(flags);
         let res = Resource {
             names: vec![key],
-            path: snap.path,
+            path,
             file,
             ident,
             shared: flags.shared,
             autocreate: flags.autocreate && matches,
-            lock_held: snap.lock_held,
-            kind: snap.lock_kind,
-            owners: snap
-                .owners
-                .iter()
-                .map(|&pid| Owner { pid, via: 0 })
-                .collect(),
+            lock_held,
+            kind: lock_kind,
+            owners: owners.iter().map(|&pid| Owner { pid, via: 0 }).collect(),
         };
-        let id = st.insert(res);
+        let dup = st.insert_claimed(id, res);
+        if dup || no_owners {
+            self.shape_problems(st, id, dup, no_owners);
+        }
         self.report.restored += 1;
-        if !snap.aliases.is_empty() {
-            self.aliases.push((id, snap.aliases));
+        if !aliases.is_empty() {
+            self.aliases.push((id, aliases));
         }
     }
 
-    fn check_shape(&mut self, st: &State, key: &Key, ident: fsops::Ident, snap: &ResourceSnap) {
-        let (lockspace, name) = key.clone();
-        if st.idents.get(&ident).is_some_and(|e| !e.held.is_empty()) {
+    fn shape_problems(&mut self, st: &State, id: u64, dup: bool, no_owners: bool) {
+        let key = st.resources.get(&id).and_then(|r| r.names.first());
+        let (lockspace, name) = key.cloned().unwrap_or_default();
+        if dup {
             let (lockspace, name) = (lockspace.clone(), name.clone());
             self.problem(RestoreProblem::DuplicateIdentity { lockspace, name });
         }
-        if snap.owners.is_empty() {
+        if no_owners {
             self.problem(RestoreProblem::NoOwners { lockspace, name });
         }
     }
 
     fn lingering(&mut self, st: &mut State, l: LingeringSnap) {
-        let Some(file) = self.adopt(l.fd, &l.path) else {
-            return;
-        };
-        match fsops::file_ident(&file) {
-            Ok(ident) => st.lingering.push(Lingering {
-                ident,
-                path: l.path,
-                file,
-            }),
-            Err(e) => {
-                let (fd, name, errno) = (l.fd, l.path, Error::io(&e));
-                self.problem(RestoreProblem::AdoptFailed { fd, name, errno });
-            }
+        if let Some((file, ident)) = self.adopt(l.fd, &l.path, None) {
+            let path = l.path;
+            st.lingering.push(Lingering { ident, path, file });
         }
     }
 

@@ -11,8 +11,10 @@
 //! outside the lock is *reserved* (`Pending` / `busy`), and any other request
 //! meeting a reservation is told "busy" instead of waiting.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use vmlock_sys::lock::LockKind;
 
@@ -21,6 +23,39 @@ use crate::{Error, ResourceKey};
 
 /// `(lockspace, name)`.
 pub(crate) type Key = (String, String);
+
+/// Hashes the engine's own integers (resource ids, descriptor numbers) with
+/// one multiplication: they are never chosen by a client, so the DoS
+/// resistance of the default SipHash buys nothing, and a restore of
+/// thousands of locks hashes each several times. Client-chosen keys (names)
+/// keep the default hasher.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads consecutive ids over the top bits,
+        // which hashbrown uses for its control bytes.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+}
+
+/// A map keyed by engine-chosen integers.
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// One acquire by one owner pid, through the key `names[via]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +130,7 @@ pub(crate) struct Gone {
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub named: HashSet<String>,
-    pub resources: HashMap<u64, Resource>,
+    pub resources: IdMap<u64, Resource>,
     pub names: HashMap<Key, Slot>,
     pub idents: HashMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
@@ -103,6 +138,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Room for `n` more resources (restore knows how many are coming).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.resources.reserve(n);
+        self.names.reserve(n);
+        self.idents.reserve(n);
+    }
+
     pub(crate) fn has_lockspace(&self, path: &str) -> bool {
         path.is_empty() || self.named.contains(path)
     }
@@ -202,10 +244,39 @@ impl State {
         }
     }
 
+    /// A fresh resource id.
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Restore: enters `key` as held by `id` with one hash of the key.
+    /// Returns a copy of the key, or the key itself if it was taken.
+    pub(crate) fn claim_restored(&mut self, key: Key, id: u64) -> Result<Key, Key> {
+        match self.names.entry(key) {
+            Entry::Occupied(o) => Err(o.key().clone()),
+            Entry::Vacant(v) => {
+                let key = v.key().clone();
+                v.insert(Slot::Held(id));
+                Ok(key)
+            }
+        }
+    }
+
+    /// Restore: inserts resource `id` whose single name the caller has
+    /// already entered as `Held(id)`. Returns whether another resource
+    /// already held the same file (libvirt allowed such aliases).
+    pub(crate) fn insert_claimed(&mut self, id: u64, res: Resource) -> bool {
+        let entry = self.idents.entry(res.ident).or_default();
+        let dup = !entry.held.is_empty();
+        entry.held.push(id);
+        self.resources.insert(id, res);
+        dup
+    }
+
     /// Inserts a resource under all its names and its identity.
     pub(crate) fn insert(&mut self, res: Resource) -> u64 {
-        self.next_id += 1;
-        let id = self.next_id;
+        let id = self.next_id();
         for key in &res.names {
             self.names.insert(key.clone(), Slot::Held(id));
         }

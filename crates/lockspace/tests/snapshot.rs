@@ -146,6 +146,7 @@ fn res(name: &str, path: &str, fd: i32, owners: &[u32]) -> ResourceSnap {
         owners: owners.to_vec(),
         lock_kind: LockKind::Posix,
         aliases: vec![],
+        ident: None,
     }
 }
 
@@ -226,4 +227,127 @@ fn odd_entries_are_reported_not_fatal() {
     e.release("", &format!("{d}//a"), 2).expect("release");
     assert_eq!(e.snapshot().lingering.len(), 0);
     assert!(std::path::Path::new(&a).exists());
+}
+
+/// vmlockd records each file's identity; a restore that finds the same
+/// identity on the descriptor trusts it and does not walk the path again
+/// (so a renamed-away lease is not noticed, exactly as a daemon that never
+/// re-exec'd would not notice). Without a matching record the path is
+/// checked as for libvirt's files.
+#[test]
+fn a_recorded_identity_spares_the_path_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let ls = format!("{d}/ls");
+    let one = Engine::new(EngineOptions::default());
+    one.create_lockspace(&ls).expect("ls");
+    let auto = AcquireFlags {
+        shared: false,
+        autocreate: true,
+    };
+    one.acquire(&ls, "a", 7, auto).expect("a");
+    one.acquire(&ls, "b", 7, auto).expect("b");
+    let snap = one.snapshot();
+    let json = serde_json::to_value(&snap).expect("json");
+    let recorded = &json["lockspaces"][0]["resources"][0]["vmlockIdent"];
+    let meta = std::fs::metadata(format!("{ls}/a")).expect("a exists");
+    use std::os::unix::fs::MetadataExt;
+    let ident_a = (meta.dev(), meta.ino());
+    assert_eq!(recorded, &serde_json::json!([ident_a.0, ident_a.1]));
+
+    // Both paths now name other files; only "b" lost its record.
+    for n in ["a", "b"] {
+        std::fs::rename(format!("{ls}/{n}"), format!("{ls}/{n}.old")).expect("rename");
+        std::fs::write(format!("{ls}/{n}"), b"").expect("replacement");
+    }
+    let mut back: Snapshot = serde_json::from_value(json).expect("parse");
+    back.lockspaces[0].resources[1].ident = None;
+    let (two, report) =
+        Engine::restore(EngineOptions::default(), back, vmlock_sys::fd::dup_raw).expect("restore");
+    assert_eq!(report.restored, 2);
+    assert_eq!(
+        report.problems,
+        vec![RestoreProblem::IdentityMismatch {
+            name: "b".into(),
+            path: format!("{ls}/b"),
+        }]
+    );
+    assert!(two.inspect(&ls, "a").expect("a").autocreate, "trusted");
+    assert!(!two.inspect(&ls, "b").expect("b").autocreate, "checked");
+    // A caller that fstats the descriptor wins over a record that
+    // disagrees, and the path is checked again.
+    let mut snap3 = two.snapshot();
+    snap3.lockspaces[0].resources[0].ident = Some((1, 2));
+    let fstat_adopt = |n: i32| {
+        let fd = vmlock_sys::fd::dup_raw(n)?;
+        let ident = Some(vmlock_sys::fd::identity(fd.as_fd())?);
+        Ok(lockspace::Adopted { fd, ident })
+    };
+    let (three, report3) =
+        Engine::restore_adopted(EngineOptions::default(), snap3, fstat_adopt).expect("again");
+    assert_eq!(
+        three.snapshot().lockspaces[0].resources[0].ident,
+        Some(ident_a)
+    );
+    assert!(
+        report3
+            .problems
+            .contains(&RestoreProblem::IdentityMismatch {
+                name: "a".into(),
+                path: format!("{ls}/a"),
+            }),
+        "{:?}",
+        report3.problems
+    );
+    drop(one);
+}
+
+/// The borrowed view writes exactly what the owned snapshot writes.
+#[test]
+fn the_view_serialises_like_the_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let (disk, link, ls) = (format!("{d}/disk"), format!("{d}/link"), format!("{d}/ls"));
+    std::fs::write(&disk, b"img").expect("disk");
+    std::os::unix::fs::symlink(&disk, &link).expect("symlink");
+    let e = Engine::new(EngineOptions::default());
+    e.create_lockspace(&ls).expect("ls");
+    e.create_lockspace(&format!("{d}/empty")).expect("ls2");
+    e.acquire("", &disk, 10, S).expect("disk");
+    e.acquire("", &link, 11, S).expect("alias");
+    e.acquire(&ls, "lease", 10, SA).expect("lease");
+    e.acquire(&ls, "lease", 12, SA).expect("lease 2");
+    let snap = e.snapshot();
+    let want = (
+        serde_json::to_string(&snap.default).expect("a"),
+        serde_json::to_string(&snap.lockspaces).expect("b"),
+        serde_json::to_string(&snap.lingering).expect("c"),
+    );
+    let view = e.snapshot_view();
+    let got = (
+        serde_json::to_string(&view.default_lockspace()).expect("a"),
+        serde_json::to_string(&view.lockspaces()).expect("b"),
+        serde_json::to_string(&view.lingering()).expect("c"),
+    );
+    assert_eq!(got, want);
+    assert!(want.0.contains("vmlockAliases") && want.1.contains("vmlockIdent"));
+    assert!(view.lingering_is_empty());
+    drop(view);
+
+    // A second entry under the same name restores as a lingering descriptor.
+    let mut twice = e.snapshot();
+    let mut again = twice.default.resources[0].clone();
+    let other = vmlock_sys::fd::dup_raw(again.fd).expect("dup");
+    again.fd = std::os::fd::IntoRawFd::into_raw_fd(other);
+    twice.default.resources.push(again);
+    let (r, _) =
+        Engine::restore(EngineOptions::default(), twice, vmlock_sys::fd::dup_raw).expect("restore");
+    let owned = serde_json::to_string(&r.snapshot().lingering).expect("owned");
+    let view = r.snapshot_view();
+    assert!(!view.lingering_is_empty());
+    assert_eq!(
+        serde_json::to_string(&view.lingering()).expect("view"),
+        owned
+    );
+    assert!(owned.starts_with("[{\"path\":"), "{owned}");
 }

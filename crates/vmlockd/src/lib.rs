@@ -219,6 +219,10 @@ fn start(
     let pid_file = pidfile::PidFile::acquire(&p.pid_file, vmlock_sys::getpid())
         .map_err(|e| fatal(exit::FAILURE, e))?;
     match vmlock_sys::limits::raise_nofile() {
+        // Counting means listing /proc/self/fd: milliseconds with the
+        // thousands of lock descriptors a re-exec inherits, so only then
+        // is the count left out (the restore logs the number of locks).
+        Ok((soft, _)) if inherited.is_some() => info!("descriptor limit {soft}"),
         Ok((soft, _)) => info!(
             "descriptor limit {soft}, {} in use",
             vmlock_sys::limits::open_fd_count().unwrap_or(0)

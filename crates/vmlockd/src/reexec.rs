@@ -18,7 +18,6 @@
 //! The format is virtlockd 9.0's, so libvirt's virtlockd can be upgraded to
 //! vmlockd this way and vmlockd rolled back to virtlockd.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -26,7 +25,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use lockspace::{Engine, EngineOptions, RestoreReport};
+use lockspace::{Adopted, Engine, EngineOptions, RestoreReport};
 use vmlock_proto::lock::Owner;
 
 use crate::conn::Handover;
@@ -42,7 +41,34 @@ pub const STATE_MAX: u64 = 1 << 30;
 #[derive(Debug)]
 pub struct Inherited {
     state: State,
-    fds: HashMap<i32, OwnedFd>,
+    fds: FdTable,
+}
+
+/// Adopted descriptors, indexed by number (a state names thousands of
+/// lock descriptors with small, dense numbers: a vector indexed by number
+/// is the cheapest look-up, and its length is bounded by the largest number
+/// actually open here).
+#[derive(Debug, Default)]
+struct FdTable {
+    slots: Vec<Option<Adopted>>,
+    adopted: usize,
+}
+
+impl FdTable {
+    fn insert(&mut self, n: usize, a: Adopted) {
+        if self.slots.len() <= n {
+            self.slots.resize_with(n + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(n) {
+            *slot = Some(a);
+            self.adopted += 1;
+        }
+    }
+
+    /// Takes descriptor `n` out of the table (each can be taken once).
+    fn take(&mut self, n: i32) -> Option<Adopted> {
+        self.slots.get_mut(usize::try_from(n).ok()?)?.take()
+    }
 }
 
 /// A restored daemon, ready to serve.
@@ -67,6 +93,7 @@ pub struct Restored {
 /// inherited state (None for a fresh start) and lines to log once logging is up.
 pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<String>) {
     let mut log = Vec::new();
+    let t0 = std::time::Instant::now();
     let text = match read_state(path) {
         Ok(Some(t)) => t,
         Ok(None) => return (None, log),
@@ -78,6 +105,7 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
             return (None, log);
         }
     };
+    let t1 = t0.elapsed();
     let state = match state::parse(&text) {
         Ok(s) => s,
         Err(e) => {
@@ -92,22 +120,54 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
         close_stale(&state, &mut log);
         return (None, log);
     }
-    let mut fds = HashMap::new();
-    for n in state.fds() {
-        if fds.contains_key(&n) {
-            log.push(format!("re-exec state names descriptor {n} twice"));
-            continue;
-        }
+    let t2 = t0.elapsed();
+    let fds = adopt_all(state.fds(), &mut log);
+    log.push(format!(
+        "re-exec: state read {t1:?} ({} bytes), parsed {:?}, {} descriptors adopted {:?}",
+        text.len(),
+        t2 - t1,
+        fds.adopted,
+        t0.elapsed() - t2
+    ));
+    (Some(Inherited { state, fds }), log)
+}
+
+/// Adopts every named descriptor once (one `fcntl` each: setting
+/// close-on-exec doubles as the check that the number is open). Lock
+/// descriptors are not `fstat`ed here: vmlockd's state records each file's
+/// identity, and the engine asks the kernel only for entries without one.
+fn adopt_all(mut numbers: Vec<i32>, log: &mut Vec<String>) -> FdTable {
+    numbers.sort_unstable();
+    let before = numbers.len();
+    numbers.dedup();
+    if numbers.len() != before {
+        log.push(format!(
+            "re-exec state names {} descriptor(s) more than once",
+            before - numbers.len()
+        ));
+    }
+    let mut table = FdTable::default();
+    let mut ok = Vec::with_capacity(numbers.len());
+    for n in numbers {
         match vmlock_sys::fd::adopt(n) {
-            Ok(fd) => {
-                fds.insert(n, fd);
-            }
+            Ok(fd) => ok.push((n, fd)),
             Err(e) => log.push(format!(
                 "re-exec state names descriptor {n}, not inherited: {e}"
             )),
         }
     }
-    (Some(Inherited { state, fds }), log)
+    // Sized only now, by numbers that are really open.
+    if let Some(&(max, _)) = ok.last() {
+        table
+            .slots
+            .reserve_exact(usize::try_from(max).unwrap_or(0) + 1);
+    }
+    for (n, fd) in ok {
+        if let Ok(i) = usize::try_from(n) {
+            table.insert(i, Adopted { fd, ident: None });
+        }
+    }
+    table
 }
 
 fn read_state(path: &Path) -> io::Result<Option<String>> {
@@ -124,7 +184,8 @@ fn read_state(path: &Path) -> io::Result<Option<String>> {
         }
     };
     let _ = std::fs::remove_file(path);
-    let mut text = String::new();
+    let size = file.metadata().map_or(0, |m| m.len().min(STATE_MAX));
+    let mut text = String::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
     file.take(STATE_MAX + 1).read_to_string(&mut text)?;
     if text.len() as u64 > STATE_MAX {
         return Err(io::Error::other(format!("larger than {STATE_MAX} bytes")));
@@ -153,8 +214,8 @@ impl Inherited {
         let mut problems = Vec::new();
         let fds = &mut self.fds;
         let snapshot = std::mem::take(&mut self.state.engine);
-        let (engine, report) = match Engine::restore(opts.clone(), snapshot, |n| {
-            fds.remove(&n)
+        let (engine, report) = match Engine::restore_adopted(opts.clone(), snapshot, |n| {
+            fds.take(n)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
         }) {
             Ok(r) => r,
@@ -200,14 +261,14 @@ impl Inherited {
         problems: &mut Vec<String>,
     ) {
         for s in srv.socks {
-            let Some(fd) = self.fds.remove(&s.fd) else {
+            let Some(Adopted { fd, .. }) = self.fds.take(s.fd) else {
                 continue;
             };
             let unlink = s.unlink.then(|| socket_path(&fd)).flatten();
             listeners.push(Listener { kind, fd, unlink });
         }
         for c in srv.clients {
-            let Some(fd) = self.fds.remove(&c.fd) else {
+            let Some(Adopted { fd, .. }) = self.fds.take(c.fd) else {
                 problems.push(format!("client {} lost: descriptor {} missing", c.id, c.fd));
                 continue;
             };
@@ -254,7 +315,20 @@ fn client(fd: OwnedFd, c: ClientRef) -> Handover {
 
 /// Builds the state of a daemon whose connections are all parked.
 pub fn build_state(ctx: &Ctx, listeners: &[Listener], parked: &[(ServerKind, Handover)]) -> State {
-    let servers = [ServerKind::Admin, ServerKind::Main]
+    State {
+        servers: build_servers(ctx, listeners, parked),
+        engine: ctx.shared.engine.snapshot(),
+        magic: std::process::id().to_string(),
+    }
+}
+
+/// The server part of the state (listeners and parked clients).
+pub fn build_servers(
+    ctx: &Ctx,
+    listeners: &[Listener],
+    parked: &[(ServerKind, Handover)],
+) -> Vec<ServerRef> {
+    [ServerKind::Admin, ServerKind::Main]
         .into_iter()
         .map(|kind| ServerRef {
             name: kind.name().to_owned(),
@@ -277,12 +351,7 @@ pub fn build_state(ctx: &Ctx, listeners: &[Listener], parked: &[(ServerKind, Han
                 .map(|(k, h)| client_ref(*k, h))
                 .collect(),
         })
-        .collect();
-    State {
-        servers,
-        engine: ctx.shared.engine.snapshot(),
-        magic: std::process::id().to_string(),
-    }
+        .collect()
 }
 
 fn client_ref(kind: ServerKind, h: &Handover) -> ClientRef {
@@ -330,8 +399,9 @@ pub fn write_state(path: &Path, text: &str) -> io::Result<()> {
     r
 }
 
-fn set_inheritable(
-    ctx: &Ctx,
+/// Sets (`on == false`) or clears close-on-exec on the listeners and the
+/// parked connections.
+fn set_sockets_inheritable(
     l: &[Listener],
     p: &[(ServerKind, Handover)],
     on: bool,
@@ -343,7 +413,26 @@ fn set_inheritable(
     {
         vmlock_sys::fd::set_cloexec(fd, !on)?;
     }
-    ctx.shared.engine.set_fds_inheritable(on)
+    Ok(())
+}
+
+/// Serialises and writes the state while a second thread clears
+/// close-on-exec on every lock descriptor (one `fcntl` each): the two take
+/// about as long, and a re-exec is the only time the daemon has both cores'
+/// worth of work in one place. Returns the text's length.
+fn write_and_inherit(ctx: &Ctx, servers: &[ServerRef], path: &Path) -> io::Result<usize> {
+    let view = ctx.shared.engine.snapshot_view();
+    let magic = std::process::id().to_string();
+    std::thread::scope(|s| {
+        let clear = s.spawn(|| view.set_fds_inheritable(true));
+        let written = state::to_json_from_engine(servers, &view, &magic)
+            .map_err(io::Error::other)
+            .and_then(|text| write_state(path, &text).map(|()| text.len()));
+        let cleared = clear
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("close-on-exec thread panicked")));
+        cleared.and(written)
+    })
 }
 
 /// Writes the state and execs `argv`. Returns only if that failed, with
@@ -356,30 +445,22 @@ pub fn exec(
     argv: &[OsString],
 ) -> io::Error {
     let t0 = std::time::Instant::now();
-    let state = build_state(ctx, listeners, parked);
-    let t1 = t0.elapsed();
-    let text = match state.to_json() {
-        Ok(t) => t,
-        Err(e) => return io::Error::other(e),
-    };
-    let t2 = t0.elapsed();
-    if let Err(e) = write_state(path, &text) {
-        return e;
-    }
-    let t3 = t0.elapsed();
-    let r = set_inheritable(ctx, listeners, parked, true);
-    tracing::info!(
-        "re-exec: snapshot {t1:?}, json {:?} ({} bytes), write {:?}, inherit {:?}",
-        t2 - t1,
-        text.len(),
-        t3 - t2,
-        t0.elapsed() - t3
-    );
+    let servers = build_servers(ctx, listeners, parked);
+    let r = write_and_inherit(ctx, &servers, path)
+        .and_then(|len| set_sockets_inheritable(listeners, parked, true).map(|()| len));
     let err = match r {
-        Ok(()) => vmlock_sys::process::exec_no_shell(argv),
+        Ok(len) => {
+            tracing::info!(
+                "re-exec: state ({len} bytes) written and descriptors made inheritable in {:?}",
+                t0.elapsed()
+            );
+            vmlock_sys::process::exec_no_shell(argv)
+        }
         Err(e) => e,
     };
-    if let Err(e) = set_inheritable(ctx, listeners, parked, false) {
+    if let Err(e) = set_sockets_inheritable(listeners, parked, false)
+        .and_then(|()| ctx.shared.engine.set_fds_inheritable(false))
+    {
         tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
     }
     let _ = std::fs::remove_file(path);

@@ -110,13 +110,13 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
 }
 
 #[derive(Serialize)]
-struct Out<'a> {
+struct Out<'a, D, L, G> {
     daemon: Value,
     #[serde(rename = "defaultLockspace")]
-    default: &'a lockspace::LockspaceSnap,
-    lockspaces: &'a [lockspace::LockspaceSnap],
-    #[serde(rename = "vmlockLingering", skip_serializing_if = "<[_]>::is_empty")]
-    lingering: &'a [lockspace::LingeringSnap],
+    default: D,
+    lockspaces: L,
+    #[serde(rename = "vmlockLingering", skip_serializing_if = "Option::is_none")]
+    lingering: Option<G>,
     magic: &'a str,
 }
 
@@ -148,15 +148,12 @@ impl State {
     /// lock part is serialised straight from the snapshot, without building
     /// a JSON tree of every lock first.
     pub fn to_json(&self) -> Result<String, StateError> {
-        let mut servers = Map::new();
-        for s in &self.servers {
-            servers.insert(s.name.clone(), server_json(s)?);
-        }
+        let e = &self.engine;
         let out = Out {
-            daemon: serde_json::json!({ "servers": Value::Object(servers) }),
-            default: &self.engine.default,
-            lockspaces: &self.engine.lockspaces,
-            lingering: &self.engine.lingering,
+            daemon: daemon_json(&self.servers)?,
+            default: &e.default,
+            lockspaces: &e.lockspaces,
+            lingering: (!e.lingering.is_empty()).then_some(&e.lingering),
             magic: &self.magic,
         };
         Ok(serde_json::to_string(&out)?)
@@ -175,6 +172,32 @@ impl State {
         v.extend(self.engine.lingering.iter().map(|l| l.fd));
         v
     }
+}
+
+/// The same text as [`State::to_json`] of a state holding `servers`, the
+/// engine's current tables and `magic`, serialised straight from the
+/// engine's tables (a re-exec needs no owned copy of every lock).
+pub fn to_json_from_engine(
+    servers: &[ServerRef],
+    engine: &lockspace::SnapshotView<'_>,
+    magic: &str,
+) -> Result<String, StateError> {
+    let out = Out {
+        daemon: daemon_json(servers)?,
+        default: engine.default_lockspace(),
+        lockspaces: engine.lockspaces(),
+        lingering: (!engine.lingering_is_empty()).then(|| engine.lingering()),
+        magic,
+    };
+    Ok(serde_json::to_string(&out)?)
+}
+
+fn daemon_json(servers: &[ServerRef]) -> Result<Value, StateError> {
+    let mut map = Map::new();
+    for s in servers {
+        map.insert(s.name.clone(), server_json(s)?);
+    }
+    Ok(serde_json::json!({ "servers": Value::Object(map) }))
 }
 
 fn server_json(s: &ServerRef) -> Result<Value, StateError> {
@@ -462,6 +485,39 @@ mod tests {
             "11111111-2222-3333-4444-555555555555"
         );
         assert_eq!(v["defaultLockspace"]["resources"][0]["fd"], 18);
+    }
+
+    #[test]
+    fn writing_from_the_engine_matches_writing_a_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_str().expect("utf8").to_owned();
+        let ls = format!("{d}/ls");
+        let e = lockspace::Engine::new(lockspace::EngineOptions::default());
+        e.create_lockspace(&ls).expect("ls");
+        let auto = lockspace::AcquireFlags {
+            shared: true,
+            autocreate: true,
+        };
+        e.acquire(&ls, "a", 5, auto).expect("a");
+        e.acquire(&ls, "a", 6, auto).expect("a again");
+        std::fs::write(format!("{d}/disk"), b"").expect("disk");
+        e.acquire(
+            "",
+            &format!("{d}/disk"),
+            5,
+            lockspace::AcquireFlags::EXCLUSIVE,
+        )
+        .expect("disk");
+        let servers = parse(REAL).expect("parse").servers;
+        let owned = State {
+            servers: servers.clone(),
+            engine: e.snapshot(),
+            magic: "42".into(),
+        };
+        let text = to_json_from_engine(&servers, &e.snapshot_view(), "42").expect("view");
+        assert_eq!(text, owned.to_json().expect("owned"));
+        let back = parse(&text).expect("reparse");
+        assert_eq!(back.engine, owned.engine);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `vmlock-reexec-bench [--counts ours=1000,10000,100000] [--theirs 1000,10000] [--rounds 3]`
+//! `vmlock-reexec-bench [--ours 1000,10000,100000] [--theirs 1000,10000] [--rounds 3] [--phases]`
 //!
 //! Measures live re-exec (SIGUSR1) with many locks held, for vmlockd and
 //! libvirt's virtlockd:
@@ -10,7 +10,8 @@
 //! ```
 //! "ready" = a new program image that has its SIGUSR1 handler installed
 //! (see `vmlock_testkit::reexec`). Prints one Markdown table row per run.
-//! Not a pass/fail test: numbers go to docs/PERFORMANCE.md.
+//! Not a pass/fail test: numbers go to docs/PERFORMANCE.md. `--phases`
+//! also prints the daemon's own `re-exec:` timing lines (stderr).
 
 #![forbid(unsafe_code)]
 
@@ -35,7 +36,7 @@ fn call(c: &mut RawConn, f: &[u8]) -> Result<(), String> {
     }
 }
 
-fn start(flavor: Flavor, scripts: &Path) -> Daemon {
+fn start(flavor: Flavor, scripts: &Path, phases: bool) -> Daemon {
     let wrapper = scripts.join(format!("{}-nofile.sh", flavor.name()));
     let body = format!(
         "ulimit -Hn 1048576 2>/dev/null; ulimit -Sn 1048576 2>/dev/null || ulimit -Sn 200000\n\
@@ -43,7 +44,12 @@ fn start(flavor: Flavor, scripts: &Path) -> Daemon {
         flavor.default_binary().display()
     );
     write_script(&wrapper, &body).unwrap_or_else(|e| fail(e));
-    Daemon::start(DaemonSpec::new(flavor).binary(wrapper)).unwrap_or_else(|e| fail(e))
+    let mut spec = DaemonSpec::new(flavor).binary(wrapper);
+    if phases && flavor == Flavor::Ours {
+        // Info level: vmlockd's "restore took" line.
+        spec = spec.config("log_level = 2\n");
+    }
+    Daemon::start(spec).unwrap_or_else(|e| fail(e))
 }
 
 fn take_locks(d: &Daemon, n: usize) -> Result<(RawConn, PathBuf, Duration), String> {
@@ -75,8 +81,25 @@ fn mb(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn run(flavor: Flavor, n: usize, rounds: usize, scripts: &Path) -> Result<String, String> {
-    let d = start(flavor, scripts);
+/// The daemon's own phase timings (vmlockd logs them at each re-exec).
+fn print_phases(d: &Daemon) {
+    let log = d.log_text();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("re-exec") && !l.contains("SIGUSR1"))
+    {
+        eprintln!("    {}", line.trim());
+    }
+}
+
+fn run(
+    flavor: Flavor,
+    n: usize,
+    rounds: usize,
+    scripts: &Path,
+    phases: bool,
+) -> Result<String, String> {
+    let d = start(flavor, scripts, phases);
     let pid = d.pid();
     let (_conn, ls, took) = take_locks(&d, n)?;
     let rss0 = rss_kib(pid).map_err(|e| e.to_string())?;
@@ -86,6 +109,9 @@ fn run(flavor: Flavor, n: usize, rounds: usize, scripts: &Path) -> Result<String
         times.push(w.wait_tight(&d, Duration::from_secs(120))?);
     }
     let rss1 = rss_kib(pid).map_err(|e| e.to_string())?;
+    if phases {
+        print_phases(&d);
+    }
     for i in [0, n / 2, n - 1] {
         let held = kernel_holder(&ls.join(format!("r{i}"))).map_err(|e| e.to_string())?;
         if held.is_none() {
@@ -116,14 +142,21 @@ fn main() {
     let mut ours = vec![1_000, 10_000, 100_000];
     let mut theirs = vec![1_000, 10_000];
     let mut rounds = 3;
+    let mut phases = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--phases" {
+            phases = true;
+            continue;
+        }
         let v = args.next().unwrap_or_default();
         match a.as_str() {
             "--ours" => ours = counts(&v),
             "--theirs" => theirs = counts(&v),
             "--rounds" => rounds = v.parse().unwrap_or(3),
-            _ => fail("usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R]"),
+            _ => fail(
+                "usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R] [--phases]",
+            ),
         }
     }
     let scripts = tempfile::tempdir().unwrap_or_else(|e| fail(e));
@@ -136,7 +169,7 @@ fn main() {
         .map(|n| (Flavor::Ours, *n))
         .chain(theirs.iter().map(|n| (Flavor::Theirs, *n)));
     for (f, n) in runs {
-        match run(f, n, rounds, scripts.path()) {
+        match run(f, n, rounds, scripts.path(), phases) {
             Ok(row) => println!("{row}"),
             Err(e) => println!("| {} | {n} | failed: {e} | | | |", f.name()),
         }

@@ -1,0 +1,198 @@
+//! Serialising the engine's state for re-exec without copying it first.
+//!
+//! [`Engine::snapshot`] builds an owned [`Snapshot`](crate::Snapshot) (one
+//! `String` per name and path, per lock); a re-exec only needs the JSON text,
+//! so [`SnapshotView`] holds the table lock and serialises each part straight
+//! from the tables. The output is the same, key for key, as serialising the
+//! owned snapshot (a test checks it).
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::sync::MutexGuard;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::engine::Engine;
+use crate::state::{Resource, State};
+use crate::types::AcquireFlags;
+use vmlock_sys::lock::LockKind;
+
+/// The engine's tables, locked, with resource ids grouped by lockspace.
+/// Hold it only while serialising: every engine call waits meanwhile.
+#[derive(Debug)]
+pub struct SnapshotView<'a> {
+    st: MutexGuard<'a, State>,
+    default: Vec<u64>,
+    named: BTreeMap<String, Vec<u64>>,
+}
+
+/// One lockspace of a [`SnapshotView`] (serialises like a `LockspaceSnap`).
+#[derive(Debug)]
+pub struct LockspaceView<'v> {
+    st: &'v State,
+    directory: Option<&'v str>,
+    ids: &'v [u64],
+}
+
+/// The named lockspaces, sorted by directory (serialises as a sequence).
+#[derive(Debug)]
+pub struct LockspacesView<'v>(&'v SnapshotView<'v>);
+
+/// The lingering descriptors (serialises like `Vec<LingeringSnap>`).
+#[derive(Debug)]
+pub struct LingeringView<'v>(&'v State);
+
+struct ResourceView<'r>(&'r Resource);
+
+impl Engine {
+    /// Locks the tables for serialising them (see [`SnapshotView`]).
+    pub fn snapshot_view(&self) -> SnapshotView<'_> {
+        let st = self.state();
+        let mut named: BTreeMap<String, Vec<u64>> =
+            st.named.iter().map(|d| (d.clone(), Vec::new())).collect();
+        let mut default = Vec::new();
+        let mut ids: Vec<u64> = st.resources.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let ls = st
+                .resources
+                .get(&id)
+                .and_then(|r| r.names.first())
+                .map_or("", |k| k.0.as_str());
+            if ls.is_empty() {
+                default.push(id);
+            } else if let Some(v) = named.get_mut(ls) {
+                v.push(id);
+            } else {
+                named.insert(ls.to_owned(), vec![id]);
+            }
+        }
+        SnapshotView { st, default, named }
+    }
+}
+
+impl<'a> SnapshotView<'a> {
+    /// The default lockspace.
+    pub fn default_lockspace(&self) -> LockspaceView<'_> {
+        LockspaceView {
+            st: &self.st,
+            directory: None,
+            ids: &self.default,
+        }
+    }
+
+    /// The named lockspaces.
+    pub fn lockspaces(&'a self) -> LockspacesView<'a> {
+        LockspacesView(self)
+    }
+
+    /// The lingering descriptors.
+    pub fn lingering(&self) -> LingeringView<'_> {
+        LingeringView(&self.st)
+    }
+
+    /// [`Engine::set_fds_inheritable`] while the view is held. The view is
+    /// `Sync`: a second thread can clear close-on-exec (one `fcntl` per
+    /// lock) while this one serialises.
+    pub fn set_fds_inheritable(&self, inherit: bool) -> std::io::Result<()> {
+        crate::snapshot::set_inheritable(&self.st, inherit)
+    }
+
+    /// Whether there is no lingering descriptor (the key is then omitted).
+    pub fn lingering_is_empty(&self) -> bool {
+        self.st.lingering.is_empty()
+    }
+}
+
+impl Serialize for LockspaceView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(d) = self.directory {
+            m.serialize_entry("directory", d)?;
+        }
+        let st = self.st;
+        let res = self.ids.iter().filter_map(|id| st.resources.get(id));
+        m.serialize_entry("resources", &Seq(res.map(ResourceView)))?;
+        m.end()
+    }
+}
+
+impl Serialize for LockspacesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = self.0;
+        s.collect_seq(v.named.iter().map(|(d, ids)| LockspaceView {
+            st: &v.st,
+            directory: Some(d),
+            ids,
+        }))
+    }
+}
+
+impl Serialize for LingeringView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.0
+                .lingering
+                .iter()
+                .map(|l| LingerView(&l.path, l.file.as_raw_fd())),
+        )
+    }
+}
+
+struct LingerView<'l>(&'l str, i32);
+
+impl Serialize for LingerView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("path", self.0)?;
+        m.serialize_entry("fd", &self.1)?;
+        m.end()
+    }
+}
+
+/// Serialises an iterator as a sequence, once.
+struct Seq<I>(I);
+
+impl<I> Serialize for Seq<I>
+where
+    I: Iterator + Clone,
+    I::Item: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+impl Serialize for ResourceView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let flags = AcquireFlags {
+            shared: r.shared,
+            autocreate: r.autocreate,
+        };
+        let mut m = s.serialize_map(None)?;
+        let name = r.names.first().map_or("", |k| k.1.as_str());
+        m.serialize_entry("name", name)?;
+        m.serialize_entry("path", &r.path)?;
+        m.serialize_entry("fd", &r.file.as_raw_fd())?;
+        m.serialize_entry("lockHeld", &r.lock_held)?;
+        m.serialize_entry("flags", &flags.to_wire())?;
+        m.serialize_entry("owners", &Seq(r.owners.iter().map(|o| o.pid)))?;
+        let kind = match r.kind {
+            LockKind::Ofd => "ofd",
+            LockKind::Posix => "posix",
+        };
+        m.serialize_entry("vmlockLockKind", kind)?;
+        if r.names.len() > 1 {
+            let aliases = r
+                .names
+                .iter()
+                .skip(1)
+                .map(|(l, n)| (l.as_str(), n.as_str()));
+            m.serialize_entry("vmlockAliases", &Seq(aliases))?;
+        }
+        m.serialize_entry("vmlockIdent", &r.ident)?;
+        m.end()
+    }
+}
