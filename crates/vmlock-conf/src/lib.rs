@@ -20,6 +20,7 @@
 
 mod daemon;
 mod error;
+mod fuzzing;
 pub mod keys;
 mod lockd;
 pub mod syntax;
@@ -29,6 +30,8 @@ use std::path::Path;
 
 pub use daemon::{DaemonConfig, LockKindSetting};
 pub use error::{ConfError, Warning};
+#[doc(hidden)]
+pub use fuzzing::fuzz_entry_parse_config;
 pub use lockd::LockdConfig;
 
 /// Largest config file read, as libvirt's `MAX_CONFIG_FILE_SIZE` (10 MiB).

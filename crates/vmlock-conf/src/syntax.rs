@@ -134,6 +134,7 @@ pub fn parse_bytes(src: &[u8]) -> Result<ConfFile, ParseError> {
         src,
         pos: 0,
         depth: 0,
+        cursor: Cursor::default(),
     };
     let mut entries = Vec::new();
     while p.pos < src.len() {
@@ -175,6 +176,39 @@ struct Parser<'a> {
     src: &'a [u8],
     pos: usize,
     depth: usize,
+    cursor: Cursor,
+}
+
+/// [`line_column`] for offsets asked in increasing order (the entries), counted from the
+/// previous offset so that a whole file costs linear time, not quadratic.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    pos: usize,
+    line: usize,
+    column: usize,
+}
+
+impl Cursor {
+    fn locate(&mut self, src: &[u8], pos: usize) -> (usize, usize) {
+        let pos = pos.min(src.len());
+        if self.line == 0 || pos < self.pos {
+            *self = Cursor {
+                pos: 0,
+                line: 1,
+                column: 1,
+            };
+        }
+        for &b in src.get(self.pos..pos).unwrap_or_default() {
+            if b == b'\n' {
+                self.line += 1;
+                self.column = 1;
+            } else if b & 0xC0 != 0x80 {
+                self.column += 1;
+            }
+        }
+        self.pos = pos;
+        (self.line, self.column)
+    }
 }
 
 impl Parser<'_> {
@@ -236,7 +270,7 @@ impl Parser<'_> {
         if self.at(b'#') {
             self.skip_to_eol();
         }
-        let (line, column) = line_column(self.src, start);
+        let (line, column) = self.cursor.locate(self.src, start);
         Ok(Some(Entry {
             key,
             value,
@@ -388,7 +422,8 @@ impl fmt::Display for Value {
     /// Writes the value back in the file syntax (strings in the first quoting that fits).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::String(s) if s.contains('\n') => write!(f, "\"\"\"{s}\"\"\""),
+            // Only a triple-quoted string may hold a line break, '\r' included.
+            Value::String(s) if s.contains(['\n', '\r']) => write!(f, "\"\"\"{s}\"\"\""),
             Value::String(s) if !s.contains('"') => write!(f, "\"{s}\""),
             Value::String(s) if !s.contains('\'') => write!(f, "'{s}'"),
             Value::String(s) => write!(f, "\"\"\"{s}\"\"\""),

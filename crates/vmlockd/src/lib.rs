@@ -16,6 +16,7 @@ pub mod conn;
 pub mod daemon;
 pub mod error;
 pub mod fsexec;
+mod fuzzing;
 pub mod holder;
 pub mod logging;
 pub mod paths;
@@ -25,6 +26,9 @@ pub mod reexec;
 pub mod server;
 pub mod session;
 pub mod state;
+
+#[doc(hidden)]
+pub use fuzzing::fuzz_entry_read_state;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -366,7 +366,8 @@ fn parse_server(name: &str, v: &Value) -> Result<ServerRef, StateError> {
         clients.push(parse_client(name, i as u64 + 1, c)?);
     }
     let next = num(v, "next_client_id").map_or(1, |n| n.max(1) as u64);
-    let next = next.max(clients.iter().map(|c| c.id + 1).max().unwrap_or(1));
+    let after_ids = clients.iter().map(|c| c.id.saturating_add(1)).max();
+    let next = next.max(after_ids.unwrap_or(1));
     Ok(ServerRef {
         name: name.to_owned(),
         max_clients: max_clients.max(0) as u64,
@@ -382,7 +383,8 @@ fn parse_client(server: &str, default_id: u64, c: &Value) -> Result<ClientRef, S
         .and_then(|s| num(s, "fd"))
         .ok_or_else(|| shape(format!("{server}: client without sock fd")))?;
     let lock = match c.get("privateData") {
-        Some(p) if server == "virtlockd" => Some(parse_priv(p)?),
+        // `{}` is how we write "no lock data" (None); read it back as None.
+        Some(p) if server == "virtlockd" && p != &Value::Object(Map::new()) => Some(parse_priv(p)?),
         _ => None,
     };
     let unread = c
