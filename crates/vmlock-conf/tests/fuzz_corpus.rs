@@ -3,37 +3,14 @@
 //! checks every input the fuzzer found interesting; plus regression tests for what the
 //! fuzzer found.
 
-use std::path::{Path, PathBuf};
-
 use vmlock_conf::fuzz_entry_parse_config;
 use vmlock_conf::syntax::{self, Value};
 use vmlock_conf::{DaemonConfig, LockdConfig};
-
-fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    assert!(
-        found.len() >= 50,
-        "{}: corpus missing or too small ({} files)",
-        dir.display(),
-        found.len()
-    );
-    found
-}
+use vmlock_testkit::corpus::{corpus, replay};
 
 #[test]
 fn parse_config_corpus() {
-    for p in corpus("parse_config") {
-        let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        fuzz_entry_parse_config(&data);
-    }
+    replay(&corpus("parse_config"), fuzz_entry_parse_config);
 }
 
 #[test]

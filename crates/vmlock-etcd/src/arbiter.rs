@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use lockspace::ResourceKey;
 use tokio::runtime::Runtime;
 
@@ -85,17 +85,7 @@ impl EtcdArbiter {
 
     /// Who holds a resource, cluster-wide.
     pub fn holders(&self, key: &ResourceKey) -> Result<Vec<Holder>, EtcdError> {
-        let prefix = keys::resource_prefix(&self.sh.cfg.prefix, key);
-        let kv = self.sh.client.kv_client();
-        let resp = call(&self.sh.handle, self.sh.cfg.op_timeout, "get", move || {
-            let (mut kv, prefix) = (kv.clone(), prefix.clone());
-            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .filter_map(|kv| Holder::from_value(kv.value()))
-            .collect())
+        crate::query::fetch(&self.sh.handle, &self.sh.cfg, &self.sh.client, key)
     }
 
     /// Stops the lease machinery. With `revoke`, also revokes the lease so

@@ -26,9 +26,19 @@ pub fn holders(cfg: &EtcdConfig, key: &ResourceKey) -> Result<Vec<Holder>, EtcdE
         let (eps, opts) = (eps.clone(), opts.clone());
         async move { Client::connect(eps, Some(opts)).await }
     })?;
+    fetch(rt.handle(), cfg, &client, key)
+}
+
+/// One prefix GET of `key`'s lock keys, decoded (shared with the arbiter).
+pub(crate) fn fetch(
+    handle: &tokio::runtime::Handle,
+    cfg: &EtcdConfig,
+    client: &Client,
+    key: &ResourceKey,
+) -> Result<Vec<Holder>, EtcdError> {
     let prefix = keys::resource_prefix(&cfg.prefix, key);
     let kv = client.kv_client();
-    let resp = call(rt.handle(), cfg.op_timeout, "get", move || {
+    let resp = call(handle, cfg.op_timeout, "get", move || {
         let (mut kv, prefix) = (kv.clone(), prefix.clone());
         async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
     })?;

@@ -4,35 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    out.sort();
-    out
-}
-
-fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let found = files(&dir);
-    assert!(
-        found.len() >= 50,
-        "{}: corpus missing or too small",
-        dir.display()
-    );
-    found
-}
-
-fn replay(paths: &[PathBuf], entry: fn(&[u8])) {
-    for p in paths {
-        let data = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        entry(&data);
-    }
-}
+use vmlock_testkit::corpus::{corpus, files, replay};
 
 #[test]
 fn decode_frame_corpus() {

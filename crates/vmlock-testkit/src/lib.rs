@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod corpus;
 pub mod daemon;
 pub mod etcd;
 pub mod flavor;

@@ -22,16 +22,44 @@ use cluster_support::{Holder, Host, TTL, acquire, release, setup, sleeper};
 use vmlock_testkit::etcd::{self, Proxy};
 use vmlock_testkit::{RawConn, tool_binary};
 
+/// Hosts A and B, a VM on A holding `disk1`, a client on B for a live owner.
+struct Scene {
+    a: Host,
+    b: Host,
+    vm_a: Holder,
+    sleep_b: std::process::Child,
+    cb: RawConn,
+}
+
+impl Scene {
+    fn new(url: &str, dir: &std::path::Path) -> Scene {
+        let a = Host::start(url, "A", dir, "");
+        let b = Host::start(url, "B", dir, "");
+        let vm_a = Holder::start(&a, "disk1", false);
+        let sleep_b = sleeper();
+        let cb = b.client(sleep_b.id());
+        Scene {
+            a,
+            b,
+            vm_a,
+            sleep_b,
+            cb,
+        }
+    }
+}
+
 #[test]
 fn one_disk_one_writer_across_hosts() {
     let Some((_g, etcd, dir)) = setup() else {
         return;
     };
-    let a = Host::start(&etcd.url(), "A", dir.path(), "");
-    let b = Host::start(&etcd.url(), "B", dir.path(), "");
-    let mut vm_a = Holder::start(&a, "disk1", false);
-    let mut sleep_b = sleeper();
-    let mut cb = b.client(sleep_b.id());
+    let Scene {
+        a,
+        b: _b, // B must live on: it serves `cb`
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
 
     // Exclusive on A: B is refused, exclusive or shared, and told by whom.
     let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
@@ -260,11 +288,13 @@ fn reexec_keeps_cluster_locks() {
     let Some((_g, etcd, dir)) = setup() else {
         return;
     };
-    let a = Host::start(&etcd.url(), "A", dir.path(), "");
-    let b = Host::start(&etcd.url(), "B", dir.path(), "");
-    let mut vm_a = Holder::start(&a, "disk1", false);
-    let mut sleep_b = sleeper();
-    let mut cb = b.client(sleep_b.id());
+    let Scene {
+        a,
+        b: _b, // B must live on: it serves `cb`
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
     for _ in 0..3 {
         a.daemon.signal(libc::SIGUSR1).expect("SIGUSR1");
         let served = etcd::poll(Duration::from_secs(5), || {

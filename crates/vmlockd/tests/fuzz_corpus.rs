@@ -3,36 +3,15 @@
 //! stable-only CI checks every input the fuzzer found interesting; plus regression tests
 //! for what the fuzzer found.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use vmlock_testkit::corpus::{corpus, replay};
 use vmlockd::fuzz_entry_read_state;
 use vmlockd::state;
 
-fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    assert!(
-        found.len() >= 50,
-        "{}: corpus missing or too small ({} files)",
-        dir.display(),
-        found.len()
-    );
-    found
-}
-
 #[test]
 fn read_state_corpus() {
-    for p in corpus("read_state") {
-        let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        fuzz_entry_read_state(&data);
-    }
+    replay(&corpus("read_state"), fuzz_entry_read_state);
 }
 
 #[test]
