@@ -313,3 +313,50 @@ fn reexec_keeps_cluster_locks() {
     assert!(freed.is_some(), "{}", a.daemon.log_text());
     let _ = (sleep_b.kill(), sleep_b.wait());
 }
+
+#[test]
+fn leader_loss_in_a_three_member_cluster_loses_nothing() {
+    let g = etcd::serial();
+    if !etcd::etcd_available() {
+        return;
+    }
+    let mut nodes = etcd::start_cluster(3);
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let urls = urls.join(",");
+    let dir = tempfile::tempdir().expect("tmp");
+    let scene = Scene::new(&urls, dir.path());
+    let Scene {
+        a,
+        mut vm_a,
+        mut cb,
+        ..
+    } = scene;
+    let leader = etcd::poll(Duration::from_secs(10), || {
+        nodes.iter().position(|n| n.is_leader())
+    })
+    .expect("a leader");
+    nodes[leader].kill();
+    // Two lease lifetimes later: nothing fenced, nothing given away.
+    // During the election B's acquire may fail with a cluster error (1)
+    // instead of "busy" (87); it is never granted.
+    let until = Instant::now() + Duration::from_secs(2 * TTL);
+    let mut busy = 0;
+    while Instant::now() < until {
+        assert!(vm_a.alive(), "holder fenced: {}", a.daemon.log_text());
+        match acquire(&mut cb, "disk1", false) {
+            Ok(()) => panic!("granted to B while A holds it"),
+            Err((87, _)) => busy += 1,
+            Err((code, text)) => assert_eq!(code, 1, "{text}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(busy > 0, "the new leader never answered");
+    assert!(!a.daemon.log_text().contains("lease about to lapse"));
+    // And the cluster still serves: the holder's death frees the disk.
+    vm_a.child.kill().expect("kill");
+    let freed = etcd::poll(Duration::from_secs(5), || {
+        acquire(&mut cb, "disk1", false).ok()
+    });
+    assert!(freed.is_some(), "{}", a.daemon.log_text());
+    drop(g);
+}

@@ -27,12 +27,15 @@ pub fn config(url: &str, id: &str, state_dir: &Path, extra: &str) -> String {
     config_ttl(url, id, state_dir, extra, TTL)
 }
 
-/// [`config`] with another lease TTL (seconds).
+/// [`config`] with another lease TTL (seconds). `url` may list several
+/// endpoints, separated by commas.
 pub fn config_ttl(url: &str, id: &str, state_dir: &Path, extra: &str, ttl: u64) -> String {
+    let urls: Vec<String> = url.split(',').map(|u| format!("\"{u}\"")).collect();
     format!(
-        "lock_backend = \"etcd\"\netcd_endpoints = [ \"{url}\" ]\netcd_prefix = \"/vmlockd-test\"\n\
+        "lock_backend = \"etcd\"\netcd_endpoints = [ {} ]\netcd_prefix = \"/vmlockd-test\"\n\
          host_id = \"{id}\"\nlease_ttl = {ttl}\netcd_state_file = \"{}\"\n\
          holder_kill_grace_ms = 200\n{extra}",
+        urls.join(", "),
         state_dir.join(format!("{id}.json")).display()
     )
 }
