@@ -38,6 +38,47 @@ pub fn unblock(sigs: &[i32]) -> io::Result<()> {
     change(libc::SIG_UNBLOCK, sigs)
 }
 
+/// A signal taken by [`wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caught {
+    /// The signal number.
+    pub signo: i32,
+    /// Sent by the kernel itself (e.g. the terminal's Ctrl-C), not by a
+    /// process with `kill`.
+    pub from_kernel: bool,
+}
+
+/// Waits for one of `sigs`, which must be blocked in every thread (so they
+/// stay pending for this call), and takes it.
+pub fn wait(sigs: &[i32]) -> io::Result<Caught> {
+    // SAFETY: zeroed sigset_t is valid; sigemptyset/sigaddset initialise it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid, writable memory of the right type.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in sigs {
+        // SAFETY: as above; an invalid number only makes it fail.
+        if unsafe { libc::sigaddset(&mut set, s) } != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+    }
+    loop {
+        // SAFETY: siginfo_t is plain data; sigwaitinfo fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is initialised and `info` is writable.
+        let rc = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if rc >= 0 {
+            return Ok(Caught {
+                signo: rc,
+                from_kernel: info.si_code == libc::SI_KERNEL,
+            });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Whether `sig` is blocked in the calling thread.
 pub fn is_blocked(sig: i32) -> io::Result<bool> {
     // SAFETY: zeroed sigset_t is a valid buffer for pthread_sigmask to fill.

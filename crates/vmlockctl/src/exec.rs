@@ -10,6 +10,10 @@
 //! wait(child) -> CMD's status, 128+signal, or N
 //! ```
 //!
+//! Signals sent to the parent (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1,
+//! SIGUSR2) are passed on to CMD, so a service manager stopping `vmlockctl
+//! exec` stops the VM, whose exit then releases the locks.
+//!
 //! The child re-runs this binary (no `fork` in safe Rust): the parent sets
 //! [`STATUS_FD_ENV`] to the write end of the status pipe, which the child makes
 //! close-on-exec, so a successful exec closes it without a word.
@@ -46,8 +50,39 @@ fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> CtlError + '_ {
     }
 }
 
+/// Signals sent to `vmlockctl exec` that are passed on to CMD.
+const FORWARDED: [i32; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Passes the signals sent to us on to CMD (our child, so its pid cannot be
+/// recycled before we reap it). Those the kernel sends itself, such as the
+/// terminal's Ctrl-C, reach CMD directly (same process group) and are not
+/// sent twice.
+fn forward_signals(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let job = move || {
+        while let Ok(c) = vmlock_sys::signal::wait(&FORWARDED) {
+            if !c.from_kernel {
+                let _ = vmlock_sys::process::kill(pid, c.signo);
+            }
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(job);
+}
+
 /// The parent: spawns the child with the same arguments and passes its status on.
 pub fn parent(argv: &[OsString]) -> Result<u8, CtlError> {
+    // Blocked here (inherited by every thread started later), taken by the
+    // forwarding thread; the child starts with an empty mask (std resets it).
+    vmlock_sys::signal::block(&FORWARDED).map_err(io_err("cannot block signals"))?;
     let (mut reader, writer) = std::io::pipe().map_err(io_err("cannot create a pipe"))?;
     vmlock_sys::fd::set_cloexec(writer.as_fd(), false)
         .map_err(io_err("cannot prepare the status pipe"))?;
@@ -57,6 +92,7 @@ pub fn parent(argv: &[OsString]) -> Result<u8, CtlError> {
         .env(STATUS_FD_ENV, writer.as_raw_fd().to_string())
         .spawn()
         .map_err(io_err("cannot start the lock holder"))?;
+    forward_signals(child.id());
     drop(writer);
     let mut report = String::new();
     let _ = reader.read_to_string(&mut report);

@@ -165,6 +165,41 @@ fn exit_status_is_passed_through() {
     assert_eq!(o.status.code(), Some(2), "no resources is a usage error");
 }
 
+/// A service manager stopping `vmlockctl exec` stops CMD, whose exit frees
+/// the disk; CMD's own exit status comes back.
+#[test]
+fn signals_are_passed_on_to_the_command() {
+    let f = flavors()[0];
+    let d = start(f);
+    let img = disk(&d, "sig.img");
+    let dir = tempfile::tempdir().expect("tmp");
+    let ready = dir.path().join("ready");
+    let script = format!(
+        "trap 'exit 42' TERM; touch {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
+    let mut child = ctl(&d)
+        .args(["exec", "--disk", &img, "--", "sh", "-c", &script])
+        .spawn()
+        .expect("spawn");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < until, "CMD never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let busy = run(ctl(&d).args(["exec", "--disk", &img, "--", "true"]));
+    assert_eq!(busy.status.code(), Some(3), "held while CMD runs");
+    vmlock_sys::process::kill(child.id() as i32, libc::SIGTERM).expect("kill");
+    let st = child.wait().expect("wait");
+    assert_eq!(
+        st.code(),
+        Some(42),
+        "CMD got the SIGTERM and exited with its code"
+    );
+    let o = run(ctl(&d).args(["exec", "--disk", &img, "--", "true"]));
+    assert!(o.status.success(), "free again: {}", stderr(&o));
+}
+
 #[test]
 fn the_command_inherits_the_lock_connection() {
     let f = flavors()[0];
