@@ -11,57 +11,25 @@
 //!   socket files, and knows nothing of the old locks or lockspaces.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use vmlock_testkit::daemon::ns_command;
+use vmlock_testkit::hold::RegisteredHolder;
 use vmlock_testkit::reexec::busy_for_other_process;
 use vmlock_testkit::{
-    Daemon, DaemonSpec, Flavor, RawConn, decode_reply, frames, tool_binary, vmlockd_binary,
-    wait_until,
+    Daemon, DaemonSpec, Flavor, RawConn, decode_reply, frames, vmlockd_binary, wait_until,
 };
 
 const SIGKILL: i32 = 9;
 const FIXTURE: &str = include_str!("../../vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json");
 
 /// A `vmlock-hold --register` process: registered as itself, holding one lock.
-struct Holder {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
+type Holder = RegisteredHolder;
 
-impl Holder {
-    fn start(sock: &Path, lockspace: &str, name: &str, extra: &[&str]) -> Holder {
-        let mut child = Command::new(tool_binary("vmlock-hold"))
-            .arg("--register")
-            .arg(sock)
-            .args([lockspace, name])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn vmlock-hold");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        BufReader::new(out).read_line(&mut line).expect("read");
-        assert_eq!(line.trim(), "ok", "holder of {name}");
-        let stdin = child.stdin.take();
-        Holder { child, stdin }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn holder(sock: &Path, lockspace: &str, name: &str, extra: &[&str]) -> Holder {
+    RegisteredHolder::start(sock, lockspace, name, extra, &String::new)
 }
 
 /// A vmlockd started by hand on an existing run dir.
@@ -133,8 +101,8 @@ fn world() -> World {
     let leases = d.dir().join("leases").to_string_lossy().into_owned();
     ok(&mut d.connect(), &frames::create_lockspace(1, &leases)).expect("lockspace");
     let sock = d.socket_path();
-    let h1 = Holder::start(&sock, "", &disk.to_string_lossy(), &[]);
-    let h2 = Holder::start(&sock, &leases, "lease1", &["--autocreate"]);
+    let h1 = holder(&sock, "", &disk.to_string_lossy(), &[]);
+    let h2 = holder(&sock, &leases, "lease1", &["--autocreate"]);
     let lease = Path::new(&leases).join("lease1");
     assert!(
         busy_for_other_process(&disk).expect("probe"),

@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod flavor;
 pub mod frames;
+pub mod hold;
 pub mod procfs;
 pub mod reexec;
 pub mod script;

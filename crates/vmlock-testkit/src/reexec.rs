@@ -92,6 +92,14 @@ pub fn catches(pid: u32, sig: i32) -> bool {
         .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
 }
 
+/// Whether the main thread of `pid` blocks `sig` (`SigBlk`).
+pub fn blocks(pid: u32, sig: i32) -> bool {
+    status_field(pid, "SigBlk:")
+        .ok()
+        .and_then(|m| u64::from_str_radix(&m, 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
+}
+
 /// An identifier of the current program image of `pid`: the `[vdso]`
 /// mapping's address, which ASLR picks anew at every `execve`.
 pub fn image_id(pid: u32) -> io::Result<String> {

@@ -178,7 +178,12 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
         warn!("config line {}: {} ({})", w.line, w.message, w.key);
     }
     for line in restore_log {
-        warn!("{line}");
+        // Timings are routine; everything else there is a problem found.
+        if line.starts_with("re-exec: ") {
+            info!("{line}");
+        } else {
+            warn!("{line}");
+        }
     }
     let started = start(&cli, &env, &conf, act_env, inherited);
     match (started, report) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::{Holder, Host, TTL, acquire, release, setup, sleeper};
 use vmlock_testkit::etcd::{self, Proxy};
-use vmlock_testkit::{RawConn, tool_binary};
+use vmlock_testkit::{RawConn, reexec, tool_binary};
 
 /// Hosts A and B, a VM on A holding `disk1`, a client on B for a live owner.
 struct Scene {
@@ -80,7 +80,7 @@ fn one_disk_one_writer_across_hosts() {
 
     // The holder's death on A frees the disk for B at once.
     let t0 = Instant::now();
-    vm_a.child.kill().expect("kill");
+    vm_a.kill();
     let freed = etcd::poll(Duration::from_secs(2), || {
         acquire(&mut cb, "disk1", false).ok()
     });
@@ -252,7 +252,7 @@ fn restart_within_the_ttl_adopts_running_holders() {
     // The adopted lock is held locally again, and released when its owner exits.
     let mut ca = a.client(4_000_999);
     assert_eq!(acquire(&mut ca, "disk1", false).map_err(|e| e.0), Err(87));
-    vm_a.child.kill().expect("kill holder");
+    vm_a.kill();
     let freed = etcd::poll(Duration::from_secs(3), || {
         acquire(&mut cb, "disk1", false).ok()
     });
@@ -295,18 +295,34 @@ fn reexec_keeps_cluster_locks() {
         mut sleep_b,
         mut cb,
     } = Scene::new(&etcd.url(), dir.path());
+    // Each next SIGUSR1 goes out as soon as the new image exists and either
+    // still blocks the signal (starting up: it must stay pending, not kill
+    // the daemon) or handles it. Only the microseconds between `execve` and
+    // the first line of `main` are left out: no process can cover those.
+    let pid = a.daemon.pid();
     for _ in 0..3 {
+        let before = reexec::image_id(pid).expect("image");
         a.daemon.signal(libc::SIGUSR1).expect("SIGUSR1");
-        let served = etcd::poll(Duration::from_secs(5), || {
-            let mut c = RawConn::connect(&a.daemon.socket_path()).ok()?;
-            c.barrier_is_pong().then_some(())
+        let next = etcd::poll(Duration::from_secs(5), || {
+            let now = reexec::image_id(pid).ok()?;
+            let settled = reexec::blocks(pid, libc::SIGUSR1) || reexec::catches(pid, libc::SIGUSR1);
+            (now != before && settled).then_some(())
         });
-        assert!(served.is_some(), "{}", a.daemon.log_text());
-        assert_eq!(acquire(&mut cb, "disk1", false).map_err(|e| e.0), Err(87));
+        assert!(next.is_some(), "{}", a.daemon.log_text());
     }
+    let served = etcd::poll(Duration::from_secs(10), || {
+        let before = reexec::image_id(pid).ok()?;
+        let mut c = RawConn::connect(&a.daemon.socket_path()).ok()?;
+        (c.barrier_is_pong()
+            && reexec::catches(pid, libc::SIGUSR1)
+            && reexec::image_id(pid).ok()? == before)
+            .then_some(())
+    });
+    assert!(served.is_some(), "{}", a.daemon.log_text());
+    assert_eq!(acquire(&mut cb, "disk1", false).map_err(|e| e.0), Err(87));
     // Still the holder's lock after the re-execs: its death frees the disk.
     assert!(vm_a.alive());
-    vm_a.child.kill().expect("kill");
+    vm_a.kill();
     let freed = etcd::poll(Duration::from_secs(3), || {
         acquire(&mut cb, "disk1", false).ok()
     });
@@ -353,7 +369,7 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
     assert!(busy > 0, "the new leader never answered");
     assert!(!a.daemon.log_text().contains("lease about to lapse"));
     // And the cluster still serves: the holder's death frees the disk.
-    vm_a.child.kill().expect("kill");
+    vm_a.kill();
     let freed = etcd::poll(Duration::from_secs(5), || {
         acquire(&mut cb, "disk1", false).ok()
     });

@@ -16,14 +16,13 @@
 //! file busy); [`World::assert_release_paths`] then releases everything in
 //! the ways clients do and checks each lock goes away.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use vmlock_testkit::frames::{self, FLAG_AUTOCREATE, FLAG_SHARED};
+use vmlock_testkit::hold::RegisteredHolder;
 use vmlock_testkit::reexec::{PluginSession, Symlink, busy_for_other_process, kernel_holder};
-use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, lease_name, tool_binary};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, lease_name};
 
 /// Domain UUIDs.
 pub const U: [&str; 6] = [
@@ -85,44 +84,25 @@ pub fn real_binary(f: Flavor) -> PathBuf {
 
 /// A process holding a lock through its own registered connection.
 #[derive(Debug)]
-pub struct Holder {
-    /// The `vmlock-hold --register` process.
-    pub child: Child,
-    /// Kept open: the holder exits at EOF on stdin.
-    _stdin: Option<ChildStdin>,
-}
+pub struct Holder(pub RegisteredHolder);
 
 impl Holder {
     /// Starts a holder of `name` in `lockspace` and waits for its `ok`.
     pub fn start(d: &Daemon, lockspace: &str, name: &str) -> Holder {
-        let mut child = Command::new(tool_binary("vmlock-hold"))
-            .arg("--register")
-            .arg(d.socket_path())
-            .args([lockspace, name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn vmlock-hold");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("holder line");
-        assert_eq!(line.trim(), "ok", "holder of {name}");
-        let _stdin = child.stdin.take();
-        Holder { child, _stdin }
+        let none: [&str; 0] = [];
+        Holder(RegisteredHolder::start(
+            &d.socket_path(),
+            lockspace,
+            name,
+            &none,
+            &|| d.log_text(),
+        ))
     }
 
     /// SIGKILLs and reaps the holder.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        self.kill();
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
     }
 }
 

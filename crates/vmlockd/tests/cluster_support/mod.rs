@@ -7,14 +7,14 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use vmlock_testkit::etcd::{self, Etcd};
 use vmlock_testkit::frames::{self, FLAG_AUTOCREATE, FLAG_SHARED};
-use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, tool_binary};
+use vmlock_testkit::hold::RegisteredHolder;
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply};
 
 pub const LS: &str = "/run/leases";
 pub const TTL: u64 = 3;
@@ -87,46 +87,31 @@ pub fn release(c: &mut RawConn, name: &str) {
 }
 
 /// A VM-like lock holder on `host`: registers its own pid and acquires.
-pub struct Holder {
-    pub child: Child,
-    stdin: Option<ChildStdin>,
-}
+pub struct Holder(RegisteredHolder);
 
 impl Holder {
     pub fn start(host: &Host, name: &str, shared: bool) -> Holder {
-        let mut cmd = Command::new(tool_binary("vmlock-hold"));
-        cmd.arg("--register")
-            .arg(host.daemon.socket_path())
-            .args([LS, name, "--autocreate"]);
+        let mut extra = vec!["--autocreate"];
         if shared {
-            cmd.arg("--shared");
+            extra.push("--shared");
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn vmlock-hold");
-        let mut line = String::new();
-        let out = child.stdout.take().expect("stdout");
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("holder output");
-        assert_eq!(
-            line.trim(),
-            "ok",
-            "holder acquire: {}",
+        let socket = host.daemon.socket_path();
+        Holder(RegisteredHolder::start(&socket, LS, name, &extra, &|| {
             host.daemon.log_text()
-        );
-        let stdin = child.stdin.take();
-        Holder { child, stdin }
+        }))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
+        self.0.alive()
+    }
+
+    /// SIGKILL (not reaped: [`Holder::alive`] and [`Holder::death`] see it).
+    pub fn kill(&mut self) {
+        self.0.child.kill().expect("kill holder");
     }
 
     /// Waits for the holder's death; returns when it was seen and how it died.
@@ -134,22 +119,12 @@ impl Holder {
         use std::os::unix::process::ExitStatusExt;
         let until = Instant::now() + limit;
         while Instant::now() < until {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
+            if let Some(st) = self.0.child.try_wait().expect("try_wait") {
                 return Some((Instant::now(), st.signal()));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         None
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = s.write_all(b"");
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
