@@ -1,13 +1,19 @@
-//! Private etcd servers on loopback (one node or a cluster), and a TCP
-//! proxy that a test can cut to partition a client from etcd.
+//! Private etcd servers on loopback (one node or a cluster, plain or TLS),
+//! a throw-away PKI for the TLS ones, and a TCP proxy that a test can cut
+//! to partition a client from etcd.
 //!
 //! ```text
 //!  test ──► Proxy(port P) ──► etcd member(s) on fresh ports, temp data dirs
 //!             cut(): bytes stop both ways, sockets stay open (a stall, not a reset)
+//!  Pki::generate() ─► CA + server cert (SAN IP:127.0.0.1) + client cert, and a
+//!                     second, unrelated CA (openssl CLI, EC P-256, valid 2 days)
+//!  start_single_tls(&pki, mtls) ─► https client URL; /health on a plain
+//!                                  http metrics URL
 //! ```
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,11 +55,14 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
     pub name: String,
     pub client_port: u16,
+    tls: bool,
 }
 
 impl Etcd {
+    /// The client URL (`https://` for a TLS member).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn kill(&mut self) {
@@ -95,7 +104,7 @@ pub fn start_cluster(n: usize) -> Vec<Etcd> {
     let nodes: Vec<Etcd> = ports
         .iter()
         .enumerate()
-        .map(|(i, &(c, p))| spawn_member(&format!("n{i}"), c, p, &initial))
+        .map(|(i, &(c, p))| spawn_member(&format!("n{i}"), c, p, &initial, &[]))
         .collect();
     for node in &nodes {
         wait_healthy(node.client_port);
@@ -108,9 +117,51 @@ pub fn start_single() -> Etcd {
     start_cluster(1).pop().expect("one member")
 }
 
-fn spawn_member(name: &str, client: u16, peer: u16, initial: &str) -> Etcd {
+/// One plain-http member started with extra command-line flags (e.g.
+/// `--auth-token-ttl`).
+pub fn start_single_args(extra: &[String]) -> Etcd {
+    let (client, peer) = (free_port(), free_port());
+    let initial = format!("n0=http://127.0.0.1:{peer}");
+    let node = spawn_member("n0", client, peer, &initial, extra);
+    wait_healthy(node.client_port);
+    node
+}
+
+/// One member serving clients over TLS with `pki`'s server certificate;
+/// with `mutual`, clients must present a certificate signed by `pki.ca`.
+/// Health is polled on a separate plain-http metrics URL.
+pub fn start_single_tls(pki: &Pki, mutual: bool) -> Etcd {
+    let (client, peer, metrics) = (free_port(), free_port(), free_port());
+    let initial = format!("n0=http://127.0.0.1:{peer}");
+    let mut extra = vec![
+        "--listen-metrics-urls".to_owned(),
+        format!("http://127.0.0.1:{metrics}"),
+    ];
+    for (flag, path) in [
+        ("--cert-file", &pki.server_cert),
+        ("--key-file", &pki.server_key),
+        ("--trusted-ca-file", &pki.ca),
+    ] {
+        extra.push(flag.to_owned());
+        extra.push(path.to_string_lossy().into_owned());
+    }
+    if mutual {
+        extra.push("--client-cert-auth".to_owned());
+    }
+    let mut node = spawn_with(("n0", client, peer), &initial, &extra, "https");
+    node.tls = true;
+    wait_healthy(metrics);
+    node
+}
+
+fn spawn_member(name: &str, client: u16, peer: u16, initial: &str, extra: &[String]) -> Etcd {
+    spawn_with((name, client, peer), initial, extra, "http")
+}
+
+fn spawn_with(member: (&str, u16, u16), initial: &str, extra: &[String], scheme: &str) -> Etcd {
+    let (name, client, peer) = member;
     let dir = tempfile::tempdir().unwrap();
-    let c = format!("http://127.0.0.1:{client}");
+    let c = format!("{scheme}://127.0.0.1:{client}");
     let p = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
     let child = Command::new("etcd")
@@ -130,6 +181,7 @@ fn spawn_member(name: &str, client: u16, peer: u16, initial: &str) -> Etcd {
             "new",
         ])
         .args(["--logger", "zap", "--log-outputs", "stderr"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -139,6 +191,7 @@ fn spawn_member(name: &str, client: u16, peer: u16, initial: &str) -> Etcd {
         _dir: dir,
         name: name.to_owned(),
         client_port: client,
+        tls: false,
     }
 }
 
@@ -165,6 +218,130 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// A throw-away PKI in a temp dir (removed on drop): a CA, a server
+/// certificate for `127.0.0.1` (subjectAltName IP, which rustls requires),
+/// a client certificate (CN `vmlock-client`) and an unrelated second CA.
+/// Every key is EC P-256 in PKCS#8 PEM.
+#[derive(Debug)]
+pub struct Pki {
+    dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: trusting it alone must fail.
+    pub other_ca: PathBuf,
+}
+
+impl Pki {
+    /// Generates everything with the `openssl` CLI; panics if it fails.
+    pub fn generate() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_owned();
+        self_signed_ca(&d, "ca", "vmlock test CA");
+        self_signed_ca(&d, "other-ca", "unrelated test CA");
+        let server = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n";
+        signed_cert(&d, "server", "etcd-test-server", server);
+        signed_cert(
+            &d,
+            "client",
+            "vmlock-client",
+            "extendedKeyUsage=clientAuth\n",
+        );
+        Pki {
+            ca: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            client_cert: d.join("client.pem"),
+            client_key: d.join("client.key"),
+            other_ca: d.join("other-ca.pem"),
+            dir,
+        }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+const EC_KEY: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+
+fn self_signed_ca(dir: &Path, stem: &str, cn: &str) {
+    openssl(
+        dir,
+        &[
+            &["req", "-x509", "-nodes", "-days", "2"],
+            &EC_KEY[..],
+            &[
+                "-keyout",
+                &format!("{stem}.key"),
+                "-out",
+                &format!("{stem}.pem"),
+            ],
+            &["-subj", &format!("/CN={cn}")],
+            &["-addext", "basicConstraints=critical,CA:TRUE"],
+            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ]
+        .concat(),
+    );
+}
+
+fn signed_cert(dir: &Path, stem: &str, cn: &str, ext: &str) {
+    let ext_file = dir.join(format!("{stem}.ext"));
+    std::fs::write(&ext_file, ext).unwrap();
+    let (key, csr, pem) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+    );
+    let subj = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            &["req", "-new", "-nodes"][..],
+            &EC_KEY[..],
+            &["-keyout", &key, "-out", &csr, "-subj", &subj],
+        ]
+        .concat(),
+    );
+    let ext_path = ext_file.to_string_lossy().into_owned();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext_path,
+        ],
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A TCP forwarder that can be cut: once cut, bytes stop flowing both
