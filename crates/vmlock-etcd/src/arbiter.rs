@@ -54,7 +54,10 @@ impl EtcdArbiter {
         let (client, adoption) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                fence.fence_pids(&adopt::lapsed(&record).to_fence);
+                let lapsed = adopt::lapsed(&record).to_fence;
+                if !lapsed.is_empty() {
+                    fence.fence_pids(&lapsed);
+                }
                 rt.shutdown_background();
                 return Err(e);
             }
