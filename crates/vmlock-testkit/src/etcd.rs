@@ -56,6 +56,9 @@ pub struct Etcd {
     pub name: String,
     pub client_port: u16,
     tls: bool,
+    /// A plain-http client URL for test set-up (same as `client_port` for
+    /// a plain member; a second, loopback-only listener for a TLS one).
+    setup_port: u16,
 }
 
 impl Etcd {
@@ -84,6 +87,80 @@ impl Etcd {
         let leader = v["leader"].as_str();
         leader.is_some() && leader == v["header"]["member_id"].as_str()
     }
+}
+
+/// A user for [`Etcd::enable_auth`]: name, password, and the key prefix
+/// its role may read and write (`None`: no rights at all).
+pub type AuthUser<'a> = (&'a str, &'a str, Option<&'a str>);
+
+impl Etcd {
+    /// Creates `root` and `users` (each with a role of its own name granted
+    /// read-write on its prefix), then turns authentication on. Goes
+    /// through etcd's JSON gateway on the plain set-up URL; panics on any
+    /// refusal.
+    pub fn enable_auth(&self, root_password: &str, users: &[AuthUser<'_>]) {
+        let root: AuthUser<'_> = ("root", root_password, None);
+        for &(name, password, prefix) in std::iter::once(&root).chain(users) {
+            self.gateway("/v3/auth/role/add", serde_json::json!({ "name": name }));
+            if let Some(prefix) = prefix {
+                let perm = serde_json::json!({
+                    "permType": "READWRITE",
+                    "key": base64(prefix.as_bytes()),
+                    "range_end": base64(&prefix_end(prefix.as_bytes())),
+                });
+                self.gateway(
+                    "/v3/auth/role/grant",
+                    serde_json::json!({ "name": name, "perm": perm }),
+                );
+            }
+            let user = serde_json::json!({ "name": name, "password": password });
+            self.gateway("/v3/auth/user/add", user);
+            let grant = serde_json::json!({ "user": name, "role": name });
+            self.gateway("/v3/auth/user/grant", grant);
+        }
+        self.gateway("/v3/auth/enable", serde_json::json!({}));
+    }
+
+    fn gateway(&self, path: &str, body: serde_json::Value) {
+        let body = body.to_string();
+        let reply = http(self.setup_port, "POST", path, &body);
+        let ok = reply.as_deref().is_some_and(|r| r.contains("\"header\""));
+        assert!(ok, "etcd gateway {path} {body}: {reply:?}");
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Standard base64 with padding (the gateway's encoding of `bytes`).
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Etcd {
@@ -129,9 +206,12 @@ pub fn start_single_args(extra: &[String]) -> Etcd {
 
 /// One member serving clients over TLS with `pki`'s server certificate;
 /// with `mutual`, clients must present a certificate signed by `pki.ca`.
-/// Health is polled on a separate plain-http metrics URL.
+/// Health is polled on a separate plain-http metrics URL; a second,
+/// plain-http client listener (never advertised) serves
+/// [`Etcd::enable_auth`].
 pub fn start_single_tls(pki: &Pki, mutual: bool) -> Etcd {
     let (client, peer, metrics) = (free_port(), free_port(), free_port());
+    let setup = free_port();
     let initial = format!("n0=http://127.0.0.1:{peer}");
     let mut extra = vec![
         "--listen-metrics-urls".to_owned(),
@@ -148,26 +228,43 @@ pub fn start_single_tls(pki: &Pki, mutual: bool) -> Etcd {
     if mutual {
         extra.push("--client-cert-auth".to_owned());
     }
-    let mut node = spawn_with(("n0", client, peer), &initial, &extra, "https");
+    let mut node = spawn_with(("n0", client, peer), &initial, &extra, Some(setup));
     node.tls = true;
     wait_healthy(metrics);
     node
 }
 
 fn spawn_member(name: &str, client: u16, peer: u16, initial: &str, extra: &[String]) -> Etcd {
-    spawn_with((name, client, peer), initial, extra, "http")
+    spawn_with((name, client, peer), initial, extra, None)
 }
 
-fn spawn_with(member: (&str, u16, u16), initial: &str, extra: &[String], scheme: &str) -> Etcd {
+/// Starts a member; with `tls_setup`, its client URL is https and a plain
+/// set-up listener runs on that port.
+fn spawn_with(
+    member: (&str, u16, u16),
+    initial: &str,
+    extra: &[String],
+    tls_setup: Option<u16>,
+) -> Etcd {
     let (name, client, peer) = member;
     let dir = tempfile::tempdir().unwrap();
+    let scheme = if tls_setup.is_some() { "https" } else { "http" };
     let c = format!("{scheme}://127.0.0.1:{client}");
+    let listen = match tls_setup {
+        Some(port) => format!("{c},http://127.0.0.1:{port}"),
+        None => c.clone(),
+    };
     let p = format!("http://127.0.0.1:{peer}");
     let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
     let child = Command::new("etcd")
         .args(["--name", name, "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
+        .args([
+            "--listen-client-urls",
+            &listen,
+            "--advertise-client-urls",
+            &c,
+        ])
         .args([
             "--listen-peer-urls",
             &p,
@@ -192,6 +289,7 @@ fn spawn_with(member: (&str, u16, u16), initial: &str, extra: &[String], scheme:
         name: name.to_owned(),
         client_port: client,
         tls: false,
+        setup_port: tls_setup.unwrap_or(client),
     }
 }
 
@@ -440,5 +538,31 @@ pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
             return None;
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("/vmlockd-test/", "L3ZtbG9ja2QtdGVzdC8="),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded, "{plain}");
+        }
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
     }
 }
