@@ -4,8 +4,9 @@
 #   etcd-server       private etcd instances for the cluster back end's tests
 #   protobuf-compiler protoc, needed to build the etcd client
 #   python3           used by a few tests as an independent second process
+#   openssl           the etcd TLS tests make their CA and certificates with it
 set -euo pipefail
-pkgs=(libvirt-daemon etcd-server protobuf-compiler python3)
+pkgs=(libvirt-daemon etcd-server protobuf-compiler python3 openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -19,7 +19,7 @@ use tokio::runtime::Runtime;
 use crate::adopt::{self, AdoptedLock, Adoption};
 use crate::keys::{self, Holder};
 use crate::record::Record;
-use crate::rpc::call;
+use crate::rpc::{call, is_permission_denied};
 use crate::state::{Inner, Shared};
 use crate::{EtcdConfig, EtcdError, Fencer, lease};
 
@@ -54,7 +54,10 @@ impl EtcdArbiter {
         let (client, adoption) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                fence.fence_pids(&adopt::lapsed(&record).to_fence);
+                let lapsed = adopt::lapsed(&record).to_fence;
+                if !lapsed.is_empty() {
+                    fence.fence_pids(&lapsed);
+                }
                 rt.shutdown_background();
                 return Err(e);
             }
@@ -150,13 +153,26 @@ fn connect(cfg: &EtcdConfig, rt: &Runtime) -> Result<Client, EtcdError> {
         let (eps, opts) = (eps.clone(), opts.clone());
         async move { Client::connect(eps, Some(opts)).await }
     })?;
-    // The channel connects lazily: prove etcd answers before going on.
+    // The channel connects lazily: prove etcd answers before going on. The
+    // probe reads a key under our prefix, the only range a least-privilege
+    // etcd user is granted.
     let probe = client.kv_client();
-    call(rt.handle(), cfg.op_timeout, "get", move || {
-        let mut probe = probe.clone();
-        async move { probe.get("/", None).await }
-    })?;
-    Ok(client)
+    let key = format!("{}/locks/", cfg.prefix);
+    let probed = call(rt.handle(), cfg.op_timeout, "get", move || {
+        let (mut probe, key) = (probe.clone(), key.clone());
+        async move { probe.get(key, None).await }
+    });
+    match probed {
+        Err(EtcdError::Etcd { source, .. }) if is_permission_denied(&source) => {
+            let user = cfg.auth.as_ref().map_or("(anonymous)", |a| a.0.as_str());
+            Err(EtcdError::Config(format!(
+                "etcd user {user} may not read {}/: grant it read-write on that prefix ({source})",
+                cfg.prefix
+            )))
+        }
+        Err(e) => Err(e),
+        Ok(_) => Ok(client),
+    }
 }
 
 /// Reconciles with the record and makes sure there is a lease.

@@ -116,7 +116,13 @@ impl EtcdConfig {
     pub fn connect_options(&self) -> Result<ConnectOptions, EtcdError> {
         let mut opts = ConnectOptions::new().with_connect_timeout(self.op_timeout);
         if let Some((user, password)) = &self.auth {
-            opts = opts.with_user(user.clone(), password.clone());
+            // etcd's tokens expire (simple tokens after `--auth-token-ttl`,
+            // 300 s by default, of disuse; every token on a member restart).
+            // Keepalives carry no token, so an idle host would otherwise be
+            // refused every later request: re-authenticate and retry once.
+            opts = opts
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         if let Some(files) = &self.tls {
             let mut tls = TlsOptions::new();

@@ -23,7 +23,7 @@ use lockspace::{ClusterArbiter, Error, ResourceKey};
 use crate::EtcdArbiter;
 use crate::keys::{self, Holder, LockValue};
 use crate::record::proc_start_time;
-use crate::rpc::call;
+use crate::rpc::{call, is_permission_denied};
 use crate::state::Held;
 
 /// What `reserve` decided.
@@ -184,7 +184,10 @@ impl EtcdArbiter {
                 })
             }
             Err(e) => {
-                self.unreserve(key, owner, Some(p.etcd_key));
+                // A refusal (no rights) applied nothing; any other failure
+                // may have, so the key is deleted later to be sure.
+                let orphan = (!refused(&e)).then_some(p.etcd_key);
+                self.unreserve(key, owner, orphan);
                 Err(cluster(key, e.to_string()))
             }
         }
@@ -257,6 +260,11 @@ impl EtcdArbiter {
         )
         .map(|_| ())
     }
+}
+
+/// Whether etcd answered and refused the request outright.
+fn refused(e: &crate::EtcdError) -> bool {
+    matches!(e, crate::EtcdError::Etcd { source, .. } if is_permission_denied(source))
 }
 
 /// The one-compare acquire transaction (see [`crate::keys`]).

@@ -80,6 +80,15 @@ pub(crate) fn not_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether etcd refused the request for lack of rights (gRPC status 7,
+/// PERMISSION_DENIED): the request was not applied.
+pub(crate) fn is_permission_denied(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() as i32 == GRPC_PERMISSION_DENIED)
+}
+
+/// gRPC status code 7, PERMISSION_DENIED.
+const GRPC_PERMISSION_DENIED: i32 = 7;
+
 /// gRPC status code 14, UNAVAILABLE.
 const GRPC_UNAVAILABLE: i32 = 14;
 

@@ -376,3 +376,54 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
     assert!(freed.is_some(), "{}", a.daemon.log_text());
     drop(g);
 }
+
+/// etcd requiring client certificates and a password (least-privilege user
+/// `vmlock`, read-write on the test prefix only): both hosts log in with a
+/// CA, a client certificate and a 0600 password file; A serves a holder and
+/// B is refused until the holder dies.
+#[test]
+fn mutual_tls_and_password_auth_through_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let _g = etcd::serial();
+    if !etcd::etcd_available() {
+        return;
+    }
+    let pki = etcd::Pki::generate();
+    let server = etcd::start_single_tls(&pki, true);
+    server.enable_auth(
+        "root-pw",
+        &[("vmlock", "vm-s3cret", Some("/vmlockd-test/"))],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pw = dir.path().join("etcd-password");
+    std::fs::write(&pw, "vm-s3cret\n").expect("password file");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let extra = format!(
+        "etcd_ca_file = \"{}\"\netcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\n\
+         etcd_username = \"vmlock\"\netcd_password_file = \"{}\"\n",
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        pw.display()
+    );
+    let a = Host::start(&server.url(), "A", dir.path(), &extra);
+    let b = Host::start(&server.url(), "B", dir.path(), &extra);
+    let mut vm_a = Holder::start(&a, "disk1", false);
+    let mut sleep_b = sleeper();
+    let mut cb = b.client(sleep_b.id());
+    let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
+    assert_eq!(code, 87, "{text}");
+    let who = format!("exclusive by pid {} on host A", vm_a.pid());
+    assert!(text.contains(&who), "{text}");
+
+    vm_a.kill();
+    let freed = etcd::poll(Duration::from_secs(2), || {
+        acquire(&mut cb, "disk1", false).ok()
+    });
+    assert!(
+        freed.is_some(),
+        "B never got disk1: {}",
+        a.daemon.log_text()
+    );
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
