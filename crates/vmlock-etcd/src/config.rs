@@ -176,7 +176,20 @@ fn read_password(path: &Path) -> Result<String, EtcdError> {
         let msg = format!("{}: the password file is empty", path.display());
         return Err(EtcdError::Config(msg));
     }
+    if let Some(mode) = loose_mode(path) {
+        tracing::warn!(
+            "{}: the etcd password file is readable by others (mode {mode:o}); chmod 600 it",
+            path.display()
+        );
+    }
     Ok(line.to_owned())
+}
+
+/// The file's permission bits if group or others may read or write it.
+fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o066 != 0).then_some(mode)
 }
 
 #[cfg(test)]
@@ -220,6 +233,18 @@ mod tests {
             (c.host_id.as_str(), c.state_path.as_path()),
             ("h1", Path::new("/other.json"))
         );
+    }
+
+    #[test]
+    fn loose_password_file_modes_are_noticed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "x\n").unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(loose_mode(&pw), None);
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(loose_mode(&pw), Some(0o644));
     }
 
     #[test]
