@@ -134,6 +134,11 @@ pub(crate) struct State {
     pub names: HashMap<Key, Slot>,
     pub idents: HashMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
+    /// Sticky: a resource with a classic POSIX lock was ever entered
+    /// (restored from a re-exec, or a `Posix` engine). Closing any other
+    /// descriptor of such a file would drop its lock, so acquires then
+    /// never open a file before checking that it is not held.
+    pub posix_seen: bool,
     next_id: u64,
 }
 
@@ -149,6 +154,13 @@ impl State {
         path.is_empty() || self.named.contains(path)
     }
 
+    /// Whether an acquire may open a file before knowing it is unheld:
+    /// only when every lock is an OFD lock, which closing another
+    /// descriptor of the same file never drops.
+    pub(crate) fn open_first(&self, kind: LockKind) -> bool {
+        kind == LockKind::Ofd && !self.posix_seen && self.lingering.is_empty()
+    }
+
     pub(crate) fn check_lockspace(&self, path: &str) -> Result<(), Error> {
         if self.has_lockspace(path) {
             Ok(())
@@ -161,13 +173,17 @@ impl State {
 
     /// Looks the key up: joinable, busy, or free (then reserved).
     pub(crate) fn claim_name(&mut self, key: &Key, shared: bool) -> Result<Found, Error> {
-        match self.names.get(key) {
-            Some(Slot::Held(id)) => self.joinable(*id, shared, &key.1),
-            Some(Slot::Pending) => Err(busy(&key.1)),
-            None => {
-                self.names.insert(key.clone(), Slot::Pending);
-                Ok(Found::Reserved)
+        // One hash of the key whatever the outcome.
+        let slot = match self.names.entry(key.clone()) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(v) => {
+                v.insert(Slot::Pending);
+                return Ok(Found::Reserved);
             }
+        };
+        match slot {
+            Slot::Held(id) => self.joinable(id, shared, &key.1),
+            Slot::Pending => Err(busy(&key.1)),
         }
     }
 
@@ -267,6 +283,7 @@ impl State {
     /// already entered as `Held(id)`. Returns whether another resource
     /// already held the same file (libvirt allowed such aliases).
     pub(crate) fn insert_claimed(&mut self, id: u64, res: Resource) -> bool {
+        self.posix_seen |= res.kind == LockKind::Posix;
         let entry = self.idents.entry(res.ident).or_default();
         let dup = !entry.held.is_empty();
         entry.held.push(id);
@@ -277,6 +294,7 @@ impl State {
     /// Inserts a resource under all its names and its identity.
     pub(crate) fn insert(&mut self, res: Resource) -> u64 {
         let id = self.next_id();
+        self.posix_seen |= res.kind == LockKind::Posix;
         for key in &res.names {
             self.names.insert(key.clone(), Slot::Held(id));
         }
