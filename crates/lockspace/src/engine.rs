@@ -50,7 +50,7 @@ enum Step {
 /// Reservations taken by one acquire attempt; dropped ones are released.
 struct Reservation<'a> {
     engine: &'a Engine,
-    key: Option<Key>,
+    key: Option<&'a Key>,
     ident: Option<Ident>,
 }
 
@@ -61,7 +61,7 @@ impl Drop for Reservation<'_> {
         }
         let mut st = self.engine.state();
         if let Some(key) = self.key.take() {
-            st.unreserve_name(&key);
+            st.unreserve_name(key);
         }
         if let Some(ident) = self.ident.take() {
             st.unbusy(ident);
@@ -160,7 +160,7 @@ impl Engine {
         };
         let mut guard = Reservation {
             engine: self,
-            key: Some(key),
+            key: Some(&key),
             ident: None,
         };
         if let Ok(ident) = fsops::stat_ident(&path) {
@@ -210,7 +210,7 @@ impl Engine {
         }
         let mut guard = Reservation {
             engine: self,
-            key: Some(key.clone()),
+            key: Some(key),
             ident: None,
         };
         if open_first {
@@ -229,7 +229,7 @@ impl Engine {
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
-        let Some(key) = guard.key.clone() else {
+        let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
         let pre = fsops::stat_ident(path).ok();
@@ -239,7 +239,7 @@ impl Engine {
             let found = self.state().claim_ident(ident, flags.shared, &key.1)?;
             match found {
                 Found::Reserved => guard.ident = Some(ident),
-                Found::Join(id) => return self.join_reserved(guard, &key, id, owner),
+                Found::Join(id) => return self.join_reserved(guard, key, id, owner),
             }
         }
         self.open_and_lock(guard, path, pre, owner, flags)
@@ -273,7 +273,7 @@ impl Engine {
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
-        let Some(key) = guard.key.clone() else {
+        let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
         fsops::race_point("before_open", path);
@@ -290,7 +290,7 @@ impl Engine {
             Found::Reserved => guard.ident = Some(ident),
             Found::Join(id) => {
                 drop(file);
-                return self.join_reserved(guard, &key, id, owner);
+                return self.join_reserved(guard, key, id, owner);
             }
         }
         fsops::race_point("after_open", path);
@@ -306,7 +306,7 @@ impl Engine {
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
-        let Some(key) = guard.key.clone() else {
+        let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
         fsops::race_point("before_open", path);
@@ -339,7 +339,7 @@ impl Engine {
     fn lock_and_commit(
         &self,
         guard: &mut Reservation<'_>,
-        key: Key,
+        key: &Key,
         path: String,
         file: std::fs::File,
         ident: Ident,
@@ -354,7 +354,7 @@ impl Engine {
             return Ok(Step::Retry);
         }
         let res = Resource {
-            names: vec![key],
+            names: vec![key.clone()],
             path,
             file,
             ident,
@@ -418,13 +418,13 @@ impl Engine {
         let (via, gone) = {
             let mut st = self.state();
             st.check_lockspace(lockspace)?;
-            st.release_one(&key, owner)?
+            st.release_one(&key, owner, self.arbiter.is_some())?
         };
         let last = gone.is_some();
         if let Some(gone) = gone {
             self.dispose(gone);
         }
-        if let Some(arb) = &self.arbiter {
+        if let (Some(arb), Some(via)) = (&self.arbiter, via) {
             arb.release(&via, owner, last);
         }
         Ok(())

@@ -132,7 +132,8 @@ pub(crate) struct State {
     pub named: HashSet<String>,
     pub resources: IdMap<u64, Resource>,
     pub names: HashMap<Key, Slot>,
-    pub idents: HashMap<Ident, IdentEntry>,
+    /// File identities are the kernel's numbers, not a client's choice.
+    pub idents: IdMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
     /// Sticky: a resource with a classic POSIX lock was ever entered
     /// (restored from a re-exec, or a `Posix` engine). Closing any other
@@ -304,12 +305,14 @@ impl State {
     }
 
     /// RELEASE: removes one occurrence of `pid` (preferably one acquired
-    /// through `key`). Returns the key the occurrence was acquired through.
+    /// through `key`). Returns the key the occurrence was acquired through
+    /// when `want_via` (only an arbiter needs it: it costs two copies).
     pub(crate) fn release_one(
         &mut self,
         key: &Key,
         pid: u32,
-    ) -> Result<(ResourceKey, Option<Gone>), Error> {
+        want_via: bool,
+    ) -> Result<(Option<ResourceKey>, Option<Gone>), Error> {
         let not_locked = || Error::NotLocked {
             name: key.1.clone(),
         };
@@ -325,7 +328,7 @@ impl State {
             .or_else(|| res.owners.iter().position(|o| o.pid == pid))
             .ok_or(Error::NotOwner { pid })?;
         let removed = res.owners.remove(pos);
-        let via = res.key(removed.via);
+        let via = want_via.then(|| res.key(removed.via));
         let gone = res.owners.is_empty().then(|| self.take(id));
         Ok((via, gone))
     }
@@ -403,6 +406,9 @@ impl State {
     }
 
     fn take_lingering(&mut self, ident: Ident) -> Vec<File> {
+        if self.lingering.is_empty() {
+            return Vec::new();
+        }
         let (mine, rest) = std::mem::take(&mut self.lingering)
             .into_iter()
             .partition(|l| l.ident == ident);

@@ -135,7 +135,16 @@ impl FsExec {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.placement(path) {
+        self.run_at(self.placement(path), f).await
+    }
+
+    /// Runs `f` where [`FsExec::placement`] said it belongs.
+    pub async fn run_at<T, F>(&self, place: Placement, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match place {
             Placement::Inline => f(),
             Placement::Offload(point) => self.offload(point, f).await,
         }
