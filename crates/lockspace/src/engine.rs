@@ -179,14 +179,26 @@ impl Engine {
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<(), Error> {
-        let key: Key = (lockspace.to_owned(), name.to_owned());
+        self.acquire_owned(lockspace.to_owned(), name.to_owned(), owner, flags)
+    }
+
+    /// [`Engine::acquire`] taking the strings a decoded request already
+    /// owns, which saves copying them into the table key.
+    pub fn acquire_owned(
+        &self,
+        lockspace: String,
+        name: String,
+        owner: u32,
+        flags: AcquireFlags,
+    ) -> Result<(), Error> {
+        let key: Key = (lockspace, name);
         for _ in 0..MAX_TRIES {
             if let Step::Done = self.acquire_once(&key, owner, flags)? {
                 return Ok(());
             }
         }
         Err(Error::Open {
-            path: names::resource_path(lockspace, name)?,
+            path: names::resource_path(&key.0, &key.1)?,
             errno: libc::EAGAIN,
             create: flags.autocreate,
         })
@@ -414,10 +426,16 @@ impl Engine {
     /// owner's release unlinks an AUTOCREATE lease (see crate docs) and
     /// closes the descriptor.
     pub fn release(&self, lockspace: &str, name: &str, owner: u32) -> Result<(), Error> {
-        let key: Key = (lockspace.to_owned(), name.to_owned());
+        self.release_owned(lockspace.to_owned(), name.to_owned(), owner)
+    }
+
+    /// [`Engine::release`] taking owned strings (see
+    /// [`Engine::acquire_owned`]).
+    pub fn release_owned(&self, lockspace: String, name: String, owner: u32) -> Result<(), Error> {
+        let key: Key = (lockspace, name);
         let (via, gone) = {
             let mut st = self.state();
-            st.check_lockspace(lockspace)?;
+            st.check_lockspace(&key.0)?;
             st.release_one(&key, owner, self.arbiter.is_some())?
         };
         let last = gone.is_some();

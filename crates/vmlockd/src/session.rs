@@ -248,8 +248,8 @@ async fn resource(
         .run_at(place, move || match op {
             Op::Create => engine.create_resource(&a.path, &a.name),
             Op::Delete => engine.delete_resource(&a.path, &a.name),
-            Op::Acquire => engine.acquire(&a.path, &a.name, owner, flags),
-            Op::Release => engine.release(&a.path, &a.name, owner),
+            Op::Acquire => engine.acquire_owned(a.path, a.name, owner, flags),
+            Op::Release => engine.release_owned(a.path, a.name, owner),
         })
         .await;
     r.map_err(|e| error::engine(&e).into())
