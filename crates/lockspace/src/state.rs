@@ -132,8 +132,14 @@ pub(crate) struct State {
     pub named: HashSet<String>,
     pub resources: IdMap<u64, Resource>,
     pub names: HashMap<Key, Slot>,
-    pub idents: HashMap<Ident, IdentEntry>,
+    /// File identities are the kernel's numbers, not a client's choice.
+    pub idents: IdMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
+    /// Sticky: a resource with a classic POSIX lock was ever entered
+    /// (restored from a re-exec, or a `Posix` engine). Closing any other
+    /// descriptor of such a file would drop its lock, so acquires then
+    /// never open a file before checking that it is not held.
+    pub posix_seen: bool,
     next_id: u64,
 }
 
@@ -149,6 +155,13 @@ impl State {
         path.is_empty() || self.named.contains(path)
     }
 
+    /// Whether an acquire may open a file before knowing it is unheld:
+    /// only when every lock is an OFD lock, which closing another
+    /// descriptor of the same file never drops.
+    pub(crate) fn open_first(&self, kind: LockKind) -> bool {
+        kind == LockKind::Ofd && !self.posix_seen && self.lingering.is_empty()
+    }
+
     pub(crate) fn check_lockspace(&self, path: &str) -> Result<(), Error> {
         if self.has_lockspace(path) {
             Ok(())
@@ -161,13 +174,17 @@ impl State {
 
     /// Looks the key up: joinable, busy, or free (then reserved).
     pub(crate) fn claim_name(&mut self, key: &Key, shared: bool) -> Result<Found, Error> {
-        match self.names.get(key) {
-            Some(Slot::Held(id)) => self.joinable(*id, shared, &key.1),
-            Some(Slot::Pending) => Err(busy(&key.1)),
-            None => {
-                self.names.insert(key.clone(), Slot::Pending);
-                Ok(Found::Reserved)
+        // One hash of the key whatever the outcome.
+        let slot = match self.names.entry(key.clone()) {
+            Entry::Occupied(o) => *o.get(),
+            Entry::Vacant(v) => {
+                v.insert(Slot::Pending);
+                return Ok(Found::Reserved);
             }
+        };
+        match slot {
+            Slot::Held(id) => self.joinable(id, shared, &key.1),
+            Slot::Pending => Err(busy(&key.1)),
         }
     }
 
@@ -267,6 +284,7 @@ impl State {
     /// already entered as `Held(id)`. Returns whether another resource
     /// already held the same file (libvirt allowed such aliases).
     pub(crate) fn insert_claimed(&mut self, id: u64, res: Resource) -> bool {
+        self.posix_seen |= res.kind == LockKind::Posix;
         let entry = self.idents.entry(res.ident).or_default();
         let dup = !entry.held.is_empty();
         entry.held.push(id);
@@ -277,6 +295,7 @@ impl State {
     /// Inserts a resource under all its names and its identity.
     pub(crate) fn insert(&mut self, res: Resource) -> u64 {
         let id = self.next_id();
+        self.posix_seen |= res.kind == LockKind::Posix;
         for key in &res.names {
             self.names.insert(key.clone(), Slot::Held(id));
         }
@@ -286,12 +305,14 @@ impl State {
     }
 
     /// RELEASE: removes one occurrence of `pid` (preferably one acquired
-    /// through `key`). Returns the key the occurrence was acquired through.
+    /// through `key`). Returns the key the occurrence was acquired through
+    /// when `want_via` (only an arbiter needs it: it costs two copies).
     pub(crate) fn release_one(
         &mut self,
         key: &Key,
         pid: u32,
-    ) -> Result<(ResourceKey, Option<Gone>), Error> {
+        want_via: bool,
+    ) -> Result<(Option<ResourceKey>, Option<Gone>), Error> {
         let not_locked = || Error::NotLocked {
             name: key.1.clone(),
         };
@@ -307,7 +328,7 @@ impl State {
             .or_else(|| res.owners.iter().position(|o| o.pid == pid))
             .ok_or(Error::NotOwner { pid })?;
         let removed = res.owners.remove(pos);
-        let via = res.key(removed.via);
+        let via = want_via.then(|| res.key(removed.via));
         let gone = res.owners.is_empty().then(|| self.take(id));
         Ok((via, gone))
     }
@@ -385,6 +406,9 @@ impl State {
     }
 
     fn take_lingering(&mut self, ident: Ident) -> Vec<File> {
+        if self.lingering.is_empty() {
+            return Vec::new();
+        }
         let (mine, rest) = std::mem::take(&mut self.lingering)
             .into_iter()
             .partition(|l| l.ident == ident);

@@ -70,52 +70,96 @@ pub async fn serve(
     mut mode: watch::Receiver<Mode>,
 ) -> End {
     loop {
-        match take_frame(&mut unread) {
-            Err(why) => {
-                if BAD_FRAME_LOG.allow() {
-                    warn!(
-                        client = session.id,
-                        pid = session.peer_pid,
-                        "closing connection: {why}"
-                    );
-                }
-                break;
-            }
-            Ok(Some(body)) => {
-                let Some(reply) = handle(&ctx, kind, &mut session, &body).await else {
-                    if BAD_FRAME_LOG.allow() {
-                        warn!(client = session.id, "closing connection: short header");
-                    }
-                    break;
-                };
-                if !reply.is_empty() && stream.write_all(&reply).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-            Ok(None) => {}
-        }
-        if unread.capacity() - unread.len() < 4096 {
-            unread.reserve(READ_CHUNK);
-        }
-        tokio::select! {
-            biased;
-            changed = mode.changed() => {
-                let m = if changed.is_ok() { *mode.borrow() } else { Mode::Shutdown };
-                match m {
-                    Mode::Running => continue,
-                    Mode::Shutdown => break,
-                    Mode::ReExec => return park(stream, unread, session),
-                }
-            }
-            r = stream.read_buf(&mut unread) => match r {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
+        // One `changed` future per mode change, not one per read: creating
+        // and dropping it registers and unregisters a waiter every time.
+        let changed = {
+            let changed = mode.changed();
+            tokio::pin!(changed);
+            let mut io = Io {
+                stream: &mut stream,
+                session: &mut session,
+                unread: &mut unread,
+            };
+            io.serve_until(&ctx, kind, changed).await
+        };
+        let Some(changed) = changed else {
+            break;
+        };
+        let m = if changed {
+            *mode.borrow()
+        } else {
+            Mode::Shutdown
+        };
+        match m {
+            Mode::Running => continue,
+            Mode::Shutdown => break,
+            Mode::ReExec => return park(stream, unread, session),
         }
     }
     close(&ctx, kind, session).await;
     End::Closed
+}
+
+/// The parts of a connection the frame loop works on.
+struct Io<'a> {
+    stream: &'a mut UnixStream,
+    session: &'a mut Session,
+    unread: &'a mut Vec<u8>,
+}
+
+impl Io<'_> {
+    /// Serves frames until the connection must close (`None`) or the mode
+    /// watch fires (`Some(false)` if its sender is gone).
+    async fn serve_until<F>(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        kind: ServerKind,
+        mut changed: std::pin::Pin<&mut F>,
+    ) -> Option<bool>
+    where
+        F: std::future::Future<Output = Result<(), watch::error::RecvError>>,
+    {
+        loop {
+            while self.serve_one(ctx, kind).await? {}
+            if self.unread.capacity() - self.unread.len() < 4096 {
+                self.unread.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                c = &mut changed => return Some(c.is_ok()),
+                r = self.stream.read_buf(self.unread) => match r {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Answers the frame at the front of the buffer: `Some(true)` if one
+    /// was served, `Some(false)` if more bytes are needed, `None` to close.
+    async fn serve_one(&mut self, ctx: &Arc<Ctx>, kind: ServerKind) -> Option<bool> {
+        let s = &mut *self.session;
+        let body = match take_frame(self.unread) {
+            Err(why) => {
+                if BAD_FRAME_LOG.allow() {
+                    warn!(client = s.id, pid = s.peer_pid, "closing connection: {why}");
+                }
+                return None;
+            }
+            Ok(None) => return Some(false),
+            Ok(Some(body)) => body,
+        };
+        let Some(reply) = handle(ctx, kind, s, &body).await else {
+            if BAD_FRAME_LOG.allow() {
+                warn!(client = s.id, "closing connection: short header");
+            }
+            return None;
+        };
+        if !reply.is_empty() && self.stream.write_all(&reply).await.is_err() {
+            return None;
+        }
+        Some(true)
+    }
 }
 
 fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {

@@ -65,7 +65,24 @@ struct Mount {
 #[derive(Debug)]
 struct Table {
     mounts: Vec<Mount>,
+    /// Whether any mount may hang: without one (the usual case), and
+    /// without `offload_all`, every call runs inline and no scan is needed.
+    any_may_hang: bool,
     read_at: Instant,
+}
+
+impl Table {
+    fn read() -> Table {
+        Table::of(read_mounts())
+    }
+
+    fn of(mounts: Vec<Mount>) -> Table {
+        Table {
+            any_may_hang: mounts.iter().any(|m| m.may_hang),
+            mounts,
+            read_at: Instant::now(),
+        }
+    }
 }
 
 /// Where a filesystem call runs.
@@ -89,10 +106,7 @@ impl FsExec {
     /// Reads the mount table.
     pub fn new(offload_all: bool) -> FsExec {
         FsExec {
-            table: Mutex::new(Table {
-                mounts: read_mounts(),
-                read_at: Instant::now(),
-            }),
+            table: Mutex::new(Table::read()),
             gates: Mutex::new(HashMap::new()),
             offload_all,
         }
@@ -102,8 +116,10 @@ impl FsExec {
     pub fn placement(&self, path: &str) -> Placement {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if t.read_at.elapsed() > REFRESH {
-            t.mounts = read_mounts();
-            t.read_at = Instant::now();
+            *t = Table::read();
+        }
+        if !t.any_may_hang && !self.offload_all {
+            return Placement::Inline;
         }
         let m = longest_prefix(&t.mounts, path);
         match m {
@@ -119,7 +135,16 @@ impl FsExec {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        match self.placement(path) {
+        self.run_at(self.placement(path), f).await
+    }
+
+    /// Runs `f` where [`FsExec::placement`] said it belongs.
+    pub async fn run_at<T, F>(&self, place: Placement, f: F) -> T
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        match place {
             Placement::Inline => f(),
             Placement::Offload(point) => self.offload(point, f).await,
         }
@@ -247,6 +272,23 @@ mod tests {
             Some(("/mnt/nfs/local".into(), false))
         );
         assert_eq!(cls("/mnt/my disk/a"), Some(("/mnt/my disk".into(), true)));
+    }
+
+    #[test]
+    fn only_tables_with_a_may_hang_mount_are_scanned() {
+        let exec = |text: &str| FsExec {
+            table: Mutex::new(Table::of(parse_mountinfo(text))),
+            gates: Mutex::new(HashMap::new()),
+            offload_all: false,
+        };
+        let with_nfs = exec(SAMPLE);
+        assert!(with_nfs.table.lock().unwrap().any_may_hang);
+        let nfs = Placement::Offload("/mnt/nfs".into());
+        assert_eq!(with_nfs.placement("/mnt/nfs/vm.img"), nfs);
+        assert_eq!(with_nfs.placement("/var/x"), Placement::Inline);
+        let local_only = exec(SAMPLE.lines().next().unwrap_or_default());
+        assert!(!local_only.table.lock().unwrap().any_may_hang);
+        assert_eq!(local_only.placement("/mnt/nfs/vm.img"), Placement::Inline);
     }
 
     #[tokio::test]

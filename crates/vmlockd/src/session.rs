@@ -240,19 +240,16 @@ async fn resource(
         )
         .into());
     }
-    let hint = if a.path.is_empty() {
-        a.name.clone()
-    } else {
-        a.path.clone()
-    };
+    let hint = if a.path.is_empty() { &a.name } else { &a.path };
+    let place = sh.fs.placement(hint);
     let flags = AcquireFlags::from_wire(a.flags);
     let r = sh
         .fs
-        .run(&hint, move || match op {
+        .run_at(place, move || match op {
             Op::Create => engine.create_resource(&a.path, &a.name),
             Op::Delete => engine.delete_resource(&a.path, &a.name),
-            Op::Acquire => engine.acquire(&a.path, &a.name, owner, flags),
-            Op::Release => engine.release(&a.path, &a.name, owner),
+            Op::Acquire => engine.acquire_owned(a.path, a.name, owner, flags),
+            Op::Release => engine.release_owned(a.path, a.name, owner),
         })
         .await;
     r.map_err(|e| error::engine(&e).into())

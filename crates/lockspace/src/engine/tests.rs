@@ -63,6 +63,9 @@ enum Hook {
     ReplaceOnceBeforeOpen,
     ReplaceAlwaysBeforeOpen,
     NestedAcquireBeforeOpen(&'static str, &'static str),
+    /// Open-first order: the nested acquire runs once the identity is
+    /// reserved, before the lock is taken.
+    NestedAcquireAfterOpen(&'static str, &'static str),
 }
 
 struct Row {
@@ -316,13 +319,15 @@ impl Fx {
         let engine = Arc::clone(&self.engine);
         let nested = Arc::clone(&self.nested);
         let (nls, nname) = match h {
-            Hook::NestedAcquireBeforeOpen(ls, n) => (self.s(ls), self.s(n)),
+            Hook::NestedAcquireBeforeOpen(ls, n) | Hook::NestedAcquireAfterOpen(ls, n) => {
+                (self.s(ls), self.s(n))
+            }
             _ => Default::default(),
         };
         let f = move |stage: &'static str, path: &str| {
             let want = match h {
                 Hook::None => return,
-                Hook::UnlinkOnceAfterOpen => "after_open",
+                Hook::UnlinkOnceAfterOpen | Hook::NestedAcquireAfterOpen(..) => "after_open",
                 _ => "before_open",
             };
             if stage != want {
@@ -334,7 +339,7 @@ impl Fx {
                 Hook::UnlinkOnceAfterOpen if *n == 1 => std::fs::remove_file(path).unwrap(),
                 Hook::ReplaceOnceBeforeOpen if *n == 1 => replace(&d, path, *n),
                 Hook::ReplaceAlwaysBeforeOpen => replace(&d, path, *n),
-                Hook::NestedAcquireBeforeOpen(..) if *n == 1 => {
+                Hook::NestedAcquireBeforeOpen(..) | Hook::NestedAcquireAfterOpen(..) if *n == 1 => {
                     let r = engine.acquire(&nls, &nname, 9, AcquireFlags::from_wire(S));
                     *nested.lock().unwrap() = r.err().map(|e| e.kind());
                 }
@@ -408,8 +413,52 @@ fn replace(d: &str, path: &str, n: usize) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn run_row(r: &Row) {
+/// Rows that describe the stat-before-open order only.
+const STAT_FIRST_ONLY: &[&str] = &[
+    "path replaced between stat and open is retried",
+    "path replaced every time gives up",
+    "a pending identity is busy",
+];
+
+/// The same races in the open-first order (OFD-only engines).
+#[rustfmt::skip]
+fn open_first_table() -> Vec<Row> {
+    vec![
+        with(hooked(row("open-first: path replaced before open locks the new file", &[],
+            Acq("", "$D/disk", 1, X), Expect::Ok), Hook::ReplaceOnceBeforeOpen),
+            &[HookCalls(1), FdIsPath("", "$D/disk")]),
+        with(hooked(row("open-first: no stat, so no replacement retries", &[],
+            Acq("", "$D/disk", 1, X), Expect::Ok), Hook::ReplaceAlwaysBeforeOpen),
+            &[HookCalls(1), Resources(1), FdIsPath("", "$D/disk")]),
+        with(hooked(row("open-first: a reserved identity is busy", &[], Acq("", "$D/disk", 1, S), Expect::Ok),
+            Hook::NestedAcquireAfterOpen("", "$D/link")), &[Nested(K::Busy), Owners("", "$D/disk", &[1])]),
+        with(hooked(row("open-first: an alias that wins the race makes us busy", &[],
+            Acq("", "$D/disk", 1, X), Expect::Err(K::Busy, "Lockspace resource '$D/disk' is locked")),
+            Hook::NestedAcquireBeforeOpen("", "$D/link")), &[Owners("", "$D/link", &[9]), Resources(1)]),
+        with(row("open-first: held alias joins without a second lock", &[Acq("", "$D/disk", 1, S)],
+            Acq("", "$D/link", 2, S), Expect::Ok), &[Owners("", "$D/disk", &[1, 2]), Resources(1)]),
+        with(row("open-first: held file behind an unopenable path still answers busy",
+            &[Acq("", "$D/disk", 1, X)], Acq(LS, "sl", 2, A),
+            Expect::Err(K::Busy, "Lockspace resource 'sl' is locked")),
+            &[Owners("", "$D/disk", &[1]), Resources(1)]),
+    ]
+}
+
+/// Which acquire order a row runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    StatFirst,
+    OpenFirst,
+}
+
+fn run_row(r: &Row, order: Order) {
     let mut fx = Fx::new();
+    // A sticky POSIX marker is what makes a real engine use stat-first.
+    fx.engine.state().posix_seen = order == Order::StatFirst;
+    assert_eq!(
+        fx.engine.state().open_first(LockKind::Ofd),
+        order == Order::OpenFirst
+    );
     for (i, op) in r.setup.iter().enumerate() {
         fx.run(*op)
             .unwrap_or_else(|e| panic!("{}: setup op {i} {op:?} failed: {e}", r.name));
@@ -463,8 +512,40 @@ fn semantics_table() {
     let rows = table();
     assert!(rows.len() >= 50);
     for r in &rows {
-        run_row(r);
+        run_row(r, Order::StatFirst);
     }
+}
+
+#[test]
+fn semantics_table_open_first() {
+    let rows = table();
+    let mut ran = 0;
+    for r in rows.iter().filter(|r| !STAT_FIRST_ONLY.contains(&r.name)) {
+        run_row(r, Order::OpenFirst);
+        ran += 1;
+    }
+    assert_eq!(ran + STAT_FIRST_ONLY.len(), rows.len());
+    for r in &open_first_table() {
+        run_row(r, Order::OpenFirst);
+    }
+}
+
+#[test]
+fn posix_resources_switch_to_stat_first() {
+    let fx = Fx::new();
+    assert!(fx.engine.state().open_first(LockKind::Ofd));
+    assert!(!fx.engine.state().open_first(LockKind::Posix));
+    let posix = Engine::new(EngineOptions {
+        lock_kind: LockKind::Posix,
+        arbiter: None,
+    });
+    posix
+        .acquire("", &fx.s("$D/disk"), 1, AcquireFlags::EXCLUSIVE)
+        .unwrap();
+    assert!(posix.state().posix_seen);
+    posix.release("", &fx.s("$D/disk"), 1).unwrap();
+    // Sticky: stays stat-first once a classic lock was seen.
+    assert!(posix.state().posix_seen);
 }
 
 #[test]
