@@ -10,7 +10,6 @@
 //! Read-only: no lease is taken, nothing is locked.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use serde::Serialize;
 
