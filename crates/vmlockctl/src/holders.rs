@@ -107,6 +107,7 @@ fn lookup(
     args: &HoldersArgs,
     targets: Vec<(String, String, String)>,
 ) -> Result<Vec<Report>, CtlError> {
+    use std::path::PathBuf;
     let config = args
         .config
         .clone()
