@@ -11,7 +11,11 @@
 //! One request at a time per connection (virtlockd's `nrequests_client_max = 1`):
 //! the next frame is not looked at until the reply has been written.
 //! Memory per connection grows with the bytes actually received, never with
-//! a claimed length.
+//! a claimed length. Receive buffers beyond [`RETAIN_MAX`] (only frames far
+//! larger than any lock request need them) draw on one daemon-wide budget,
+//! [`BIG_BUFFER_BUDGET`]; a connection that would exceed it is closed, so
+//! a crowd of clients each sending a 32 MiB frame cannot exhaust memory
+//! (and get the daemon, with every lock, OOM-killed).
 
 use std::sync::Arc;
 
@@ -37,6 +41,42 @@ const READ_CHUNK: usize = 16 * 1024;
 /// big frame (up to 32 MiB) the buffer shrinks back, or every connection
 /// that ever sent one would pin that much memory for its whole life.
 const RETAIN_MAX: usize = 256 * 1024;
+
+/// Daemon-wide cap on receive-buffer capacity beyond [`RETAIN_MAX`] per
+/// connection: 128 MiB, room for a few frames of the largest size the
+/// protocol allows (a buffer may reach twice a frame's size as it grows).
+pub const BIG_BUFFER_BUDGET: usize = 128 * 1024 * 1024;
+
+/// This connection's share of the big-buffer budget, given back on drop.
+struct Charge<'a> {
+    pool: &'a std::sync::atomic::AtomicUsize,
+    held: usize,
+}
+
+impl Charge<'_> {
+    /// Accounts for a buffer of `capacity`; false if the budget is spent.
+    fn set(&mut self, capacity: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let want = capacity.saturating_sub(RETAIN_MAX);
+        if want > self.held {
+            let more = want - self.held;
+            if self.pool.fetch_add(more, Relaxed) + more > BIG_BUFFER_BUDGET {
+                self.pool.fetch_sub(more, Relaxed);
+                return false;
+            }
+        } else {
+            self.pool.fetch_sub(self.held - want, Relaxed);
+        }
+        self.held = want;
+        true
+    }
+}
+
+impl Drop for Charge<'_> {
+    fn drop(&mut self) {
+        self.set(0);
+    }
+}
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -79,8 +119,15 @@ pub async fn serve(
                 stream: &mut stream,
                 session: &mut session,
                 unread: &mut unread,
+                charge: Charge {
+                    pool: &ctx.big_buffers,
+                    held: 0,
+                },
             };
-            io.serve_until(&ctx, kind, changed).await
+            let r = io.serve_until(&ctx, kind, changed).await;
+            // A parked buffer is small again or goes with the connection.
+            drop(io);
+            r
         };
         let Some(changed) = changed else {
             break;
@@ -105,6 +152,7 @@ struct Io<'a> {
     stream: &'a mut UnixStream,
     session: &'a mut Session,
     unread: &'a mut Vec<u8>,
+    charge: Charge<'a>,
 }
 
 impl Io<'_> {
@@ -123,6 +171,17 @@ impl Io<'_> {
             while self.serve_one(ctx, kind).await? {}
             if self.unread.capacity() - self.unread.len() < 4096 {
                 self.unread.reserve(READ_CHUNK);
+            }
+            if !self.charge.set(self.unread.capacity()) {
+                if BAD_FRAME_LOG.allow() {
+                    let s = &*self.session;
+                    warn!(
+                        client = s.id,
+                        pid = s.peer_pid,
+                        "closing connection: too much memory in large frames being received"
+                    );
+                }
+                return None;
             }
             tokio::select! {
                 biased;

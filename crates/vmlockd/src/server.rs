@@ -106,6 +106,9 @@ pub struct Ctx {
     pub terminations: Mutex<JoinSet<()>>,
     /// Connections parked for re-exec.
     pub parked: Mutex<Vec<(ServerKind, conn::Handover)>>,
+    /// Receive-buffer bytes beyond the per-connection allowance, daemon-wide
+    /// (see [`conn::BIG_BUFFER_BUDGET`]).
+    pub big_buffers: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -121,6 +124,7 @@ impl Ctx {
             kill_grace,
             terminations: Mutex::new(JoinSet::new()),
             parked: Mutex::new(Vec::new()),
+            big_buffers: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

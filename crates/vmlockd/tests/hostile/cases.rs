@@ -860,6 +860,10 @@ fn customs() -> Vec<Case> {
             "idle connections after 32 MiB frames",
             custom::idle_after_max_frames,
         ),
+        custom(
+            "a crowd of stalled 32 MiB frames",
+            custom::many_stalled_huge_frames,
+        ),
         custom("a reply then a bad length", custom::good_then_garbage),
         custom("half-close after a call", custom::half_close),
         custom("close before reading replies", custom::close_before_reading),

@@ -185,6 +185,47 @@ pub fn idle_after_max_frames(ctx: &mut Ctx) -> Result<(), String> {
     Ok(())
 }
 
+/// Twelve clients each send 24 MiB of a 32 MiB frame and stall: together
+/// they would hold 288 MiB. The daemon's budget for large receive buffers
+/// (128 MiB) closes the excess ones; RSS stays well under what they sent,
+/// and everybody else is served meanwhile.
+pub fn many_stalled_huge_frames(ctx: &mut Ctx) -> Result<(), String> {
+    let pid = ctx.d.pid();
+    let rss0 = procfs::rss_kib(pid).ok_or("no VmRSS")?;
+    let chunk = vec![0u8; 1024 * 1024];
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let mut c = conn(ctx)?;
+        let mut sent_all = c.send(&(4 + MESSAGE_MAX).to_be_bytes()).is_ok();
+        for _ in 0..24 {
+            if !sent_all || c.send(&chunk).is_err() {
+                sent_all = false;
+                break;
+            }
+        }
+        if sent_all {
+            held.push(c);
+        }
+    }
+    // Those over budget are closed once the daemon reads their bytes: at
+    // most 128 MiB / 24 MiB of them can stay.
+    let over = vmlock_testkit::wait_until(Duration::from_secs(5), || {
+        held.retain_mut(|c| !c.expect_closed(Duration::from_millis(1)));
+        held.len() <= 128 / 24
+    });
+    let rss = procfs::rss_kib(pid).ok_or("no VmRSS")?;
+    served(ctx, "while huge frames stall")?;
+    if !over {
+        return Err(format!("only {} of 12 closed", 12 - held.len()));
+    }
+    if rss > rss0 + 200 * 1024 {
+        return Err(format!(
+            "RSS {rss0} KiB -> {rss} KiB with 288 MiB in flight"
+        ));
+    }
+    Ok(())
+}
+
 /// A valid call followed by a bad length word: answered, then closed.
 pub fn good_then_garbage(ctx: &mut Ctx) -> Result<(), String> {
     let mut c = conn(ctx)?;
