@@ -81,7 +81,8 @@ fn forward_signals(pid: u32) {
 /// The parent: spawns the child with the same arguments and passes its status on.
 pub fn parent(argv: &[OsString]) -> Result<u8, CtlError> {
     // Blocked here (inherited by every thread started later), taken by the
-    // forwarding thread; the child starts with an empty mask (std resets it).
+    // forwarding thread. The child inherits the mask too and unblocks them
+    // before it execs CMD.
     vmlock_sys::signal::block(&FORWARDED).map_err(io_err("cannot block signals"))?;
     let (mut reader, writer) = std::io::pipe().map_err(io_err("cannot create a pipe"))?;
     vmlock_sys::fd::set_cloexec(writer.as_fd(), false)
@@ -112,6 +113,9 @@ pub fn parent(argv: &[OsString]) -> Result<u8, CtlError> {
 /// The child: takes the locks and execs CMD; returns only on failure, after
 /// reporting the exit code on the status pipe.
 pub fn child(socket: &Path, args: &ExecArgs, status_fd: &str) -> u8 {
+    // The parent blocks the forwarded signals and a spawned process keeps
+    // that mask: CMD must start with them deliverable.
+    let _ = vmlock_sys::signal::unblock(&FORWARDED);
     let status = status_fd
         .parse()
         .ok()
