@@ -38,6 +38,49 @@ pub fn unblock(sigs: &[i32]) -> io::Result<()> {
     change(libc::SIG_UNBLOCK, sigs)
 }
 
+/// Signal dispositions saved by [`ignore`], to put back with
+/// [`SavedActions::restore`].
+#[derive(Debug)]
+pub struct SavedActions(Vec<(i32, libc::sigaction)>);
+
+/// Sets `sigs` to "ignore" and returns what they were. An ignored signal
+/// stays ignored across `execve` (a caught one reverts to its default,
+/// which for SIGTERM and SIGUSR1 is to terminate), and every daemon that
+/// handles the signal installs its own handler over it at start.
+pub fn ignore(sigs: &[i32]) -> io::Result<SavedActions> {
+    let mut saved = Vec::with_capacity(sigs.len());
+    for &s in sigs {
+        // SAFETY: a zeroed sigaction is a valid value; sa_sigaction =
+        // SIG_IGN with an empty mask and no flags is a complete action.
+        let mut ign: libc::sigaction = unsafe { std::mem::zeroed() };
+        ign.sa_sigaction = libc::SIG_IGN;
+        // SAFETY: zeroed sigaction is a valid buffer for the old action.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: both pointers refer to valid sigaction values.
+        if unsafe { libc::sigaction(s, &ign, &mut old) } != 0 {
+            let e = io::Error::last_os_error();
+            let _ = SavedActions(saved).restore();
+            return Err(e);
+        }
+        saved.push((s, old));
+    }
+    Ok(SavedActions(saved))
+}
+
+impl SavedActions {
+    /// Puts the saved dispositions back.
+    pub fn restore(self) -> io::Result<()> {
+        let mut first_err = None;
+        for (s, old) in self.0 {
+            // SAFETY: `old` is the action the kernel returned for `s`.
+            if unsafe { libc::sigaction(s, &old, std::ptr::null_mut()) } != 0 {
+                first_err.get_or_insert_with(io::Error::last_os_error);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
 /// A signal taken by [`wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caught {
@@ -95,6 +138,22 @@ pub fn is_blocked(sig: i32) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ignore_and_restore_a_disposition() {
+        let current = |s: i32| {
+            // SAFETY: a zeroed sigaction is a valid buffer to fill.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: a null new action only queries; `old` is writable.
+            unsafe { libc::sigaction(s, std::ptr::null(), &mut old) };
+            old.sa_sigaction
+        };
+        let before = current(libc::SIGWINCH);
+        let saved = ignore(&[libc::SIGWINCH]).unwrap();
+        assert_eq!(current(libc::SIGWINCH), libc::SIG_IGN);
+        saved.restore().unwrap();
+        assert_eq!(current(libc::SIGWINCH), before);
+    }
 
     #[test]
     fn block_and_unblock_in_a_thread() {

@@ -454,7 +454,23 @@ pub fn exec(
                 "re-exec: state ({len} bytes) written and descriptors made inheritable in {:?}",
                 t0.elapsed()
             );
-            vmlock_sys::process::exec_no_shell(argv)
+            // A caught SIGUSR1 reverts to "terminate" across execve; an
+            // ignored one stays ignored until the new image installs its
+            // handler (vmlockd blocks it from the first line of main, and
+            // libvirt's virtlockd installs its own). So a second reload
+            // landing in the exec is dropped instead of killing the daemon
+            // with every lock. Only SIGUSR1: virtlockd (rollback) stops
+            // reacting to SIGTERM when it inherits other ignored signals
+            // (seen with SIGTERM and SIGHUP), and a blocked mask would be
+            // kept by it forever.
+            let saved = vmlock_sys::signal::ignore(&[libc::SIGUSR1]);
+            let err = vmlock_sys::process::exec_no_shell(argv);
+            if let Ok(saved) = saved
+                && let Err(e) = saved.restore()
+            {
+                tracing::error!("cannot restore the signal handlers after a failed exec: {e}");
+            }
+            err
         }
         Err(e) => e,
     };

@@ -477,3 +477,43 @@ fn an_unavailable_lock_backend_is_refused_at_start() {
     let out = daemon("lock_backend = \"etcd\"\netcd_endpoints = \"http://127.0.0.1:9\"\n");
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
+
+/// A storm of SIGUSR1 (one every 300 µs for 2 s: hundreds of re-execs, with
+/// signals landing in every phase, including the moments between `execve`
+/// and the new image's handlers) never kills the daemon nor loses a lock.
+#[test]
+fn a_storm_of_sigusr1_loses_nothing() {
+    let mut d = ours("");
+    let img = disk(&d, "storm.img");
+    let none: [&str; 0] = [];
+    let mut holder =
+        vmlock_testkit::hold::RegisteredHolder::start(&d.socket_path(), "", &img, &none, &|| {
+            String::new()
+        });
+    let pid = d.pid();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        if vmlock_sys::process::kill(pid as i32, libc::SIGUSR1).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    d.assert_alive();
+    // Settled: the image in place handles SIGUSR1 and serves a new client.
+    let settled = wait_until(Duration::from_secs(10), || {
+        vmlock_testkit::reexec::catches(pid, libc::SIGUSR1)
+            && RawConn::connect(&d.socket_path()).is_ok_and(|mut c| c.barrier_is_pong())
+    });
+    assert!(settled, "not serving after the storm: {}", d.log_text());
+    d.assert_alive();
+    assert!(holder.alive(), "the holder was killed");
+    let mut c = d.connect();
+    assert!(ok(&c
+        .call(&frames::register(0, [3; 16], "other", 1, 4_100_001, 0))
+        .expect("REGISTER")));
+    let r = c.call(&frames::acquire(1, "", &img, 0)).expect("ACQUIRE");
+    assert_eq!(decode_reply(&r).1.map(|e| e.code), Some(87), "lock lost");
+    eprintln!("{sent} SIGUSR1 sent in 2 s");
+}
