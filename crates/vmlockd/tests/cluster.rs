@@ -33,8 +33,12 @@ struct Scene {
 
 impl Scene {
     fn new(url: &str, dir: &std::path::Path) -> Scene {
-        let a = Host::start(url, "A", dir, "");
-        let b = Host::start(url, "B", dir, "");
+        Scene::new_ttl(url, dir, TTL)
+    }
+
+    fn new_ttl(url: &str, dir: &std::path::Path, ttl: u64) -> Scene {
+        let a = Host::start_ttl(url, "A", dir, "", ttl);
+        let b = Host::start_ttl(url, "B", dir, "", ttl);
         let vm_a = Holder::start(&a, "disk1", false);
         let sleep_b = sleeper();
         let cb = b.client(sleep_b.id());
@@ -340,7 +344,11 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let urls = urls.join(",");
     let dir = tempfile::tempdir().expect("tmp");
-    let scene = Scene::new(&urls, dir.path());
+    // An election takes one to two seconds here (more on a loaded CI box),
+    // during which no keepalive is answered: the lease must outlast it
+    // (with TTL 3 the host rightly fences itself after 2 s).
+    let ttl = 6;
+    let scene = Scene::new_ttl(&urls, dir.path(), ttl);
     let Scene {
         a,
         mut vm_a,
@@ -352,10 +360,10 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
     })
     .expect("a leader");
     nodes[leader].kill();
-    // Two lease lifetimes later: nothing fenced, nothing given away.
+    // A lease lifetime and more later: nothing fenced, nothing given away.
     // During the election B's acquire may fail with a cluster error (1)
     // instead of "busy" (87); it is never granted.
-    let until = Instant::now() + Duration::from_secs(2 * TTL);
+    let until = Instant::now() + Duration::from_secs(ttl + 2);
     let mut busy = 0;
     while Instant::now() < until {
         assert!(vm_a.alive(), "holder fenced: {}", a.daemon.log_text());
