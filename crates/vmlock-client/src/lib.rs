@@ -18,6 +18,8 @@
 //! [`AsFd`]), clear close-on-exec, and let the child inherit it.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
 mod path;

@@ -8,6 +8,9 @@
 //! Each `unsafe` block carries a `// SAFETY:` comment saying why the call is
 //! sound. `EINTR` is retried in exactly one place ([`cvt_retry`]).
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod clock;
 pub mod cred;
 pub mod fd;

@@ -38,6 +38,8 @@
 //! connections and act on behalf of the VM's pid.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod domain;
 mod driver;

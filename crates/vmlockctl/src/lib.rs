@@ -12,6 +12,8 @@
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 busy; `exec` passes CMD's status on.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod check;
 pub mod cli;
