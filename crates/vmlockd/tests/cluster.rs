@@ -33,12 +33,13 @@ struct Scene {
 
 impl Scene {
     fn new(url: &str, dir: &std::path::Path) -> Scene {
-        Scene::new_ttl(url, dir, TTL)
+        Scene::with(url, dir, TTL, "")
     }
 
-    fn new_ttl(url: &str, dir: &std::path::Path, ttl: u64) -> Scene {
-        let a = Host::start_ttl(url, "A", dir, "", ttl);
-        let b = Host::start_ttl(url, "B", dir, "", ttl);
+    /// With another lease TTL and extra config lines for both hosts.
+    fn with(url: &str, dir: &std::path::Path, ttl: u64, extra: &str) -> Scene {
+        let a = Host::start_ttl(url, "A", dir, extra, ttl);
+        let b = Host::start_ttl(url, "B", dir, extra, ttl);
         let vm_a = Holder::start(&a, "disk1", false);
         let sleep_b = sleeper();
         let cb = b.client(sleep_b.id());
@@ -348,7 +349,7 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
     // during which no keepalive is answered: the lease must outlast it
     // (with TTL 3 the host rightly fences itself after 2 s).
     let ttl = 6;
-    let scene = Scene::new_ttl(&urls, dir.path(), ttl);
+    let scene = Scene::with(&urls, dir.path(), ttl, "");
     let Scene {
         a,
         mut vm_a,
@@ -414,11 +415,13 @@ fn mutual_tls_and_password_auth_through_the_daemon() {
         pki.client_key.display(),
         pw.display()
     );
-    let a = Host::start(&server.url(), "A", dir.path(), &extra);
-    let b = Host::start(&server.url(), "B", dir.path(), &extra);
-    let mut vm_a = Holder::start(&a, "disk1", false);
-    let mut sleep_b = sleeper();
-    let mut cb = b.client(sleep_b.id());
+    let Scene {
+        a,
+        b: _b, // B must live on: it serves `cb`
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::with(&server.url(), dir.path(), TTL, &extra);
     let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
     assert_eq!(code, 87, "{text}");
     let who = format!("exclusive by pid {} on host A", vm_a.pid());
