@@ -50,6 +50,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod binfmt;
 mod engine;
 mod error;
 mod fsops;

@@ -406,11 +406,24 @@ impl Engine {
 
 /// One `F_SETFD` per descriptor the tables own.
 pub(crate) fn set_inheritable(st: &State, inherit: bool) -> io::Result<()> {
+    set_inheritable_share(st, inherit, 0, 1)
+}
+
+/// [`set_inheritable`] for every `of`-th descriptor starting at `share`
+/// (so `of` threads can split the work).
+pub(crate) fn set_inheritable_share(
+    st: &State,
+    inherit: bool,
+    share: usize,
+    of: usize,
+) -> io::Result<()> {
     let files = st
         .resources
         .values()
         .map(|r| &r.file)
-        .chain(st.lingering.iter().map(|l| &l.file));
+        .chain(st.lingering.iter().map(|l| &l.file))
+        .skip(share)
+        .step_by(of.max(1));
     for f in files {
         vmlock_sys::fd::set_cloexec(f.as_fd(), !inherit)?;
     }

@@ -13,6 +13,7 @@ use std::sync::MutexGuard;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::binfmt;
 use crate::engine::Engine;
 use crate::state::{Resource, State};
 use crate::types::AcquireFlags;
@@ -97,6 +98,29 @@ impl<'a> SnapshotView<'a> {
     /// lock) while this one serialises.
     pub fn set_fds_inheritable(&self, inherit: bool) -> std::io::Result<()> {
         crate::snapshot::set_inheritable(&self.st, inherit)
+    }
+
+    /// Every descriptor number the tables own (resources, then lingering).
+    pub fn raw_fds(&self) -> Vec<i32> {
+        let res = self.st.resources.values().map(|r| r.file.as_raw_fd());
+        let lingering = self.st.lingering.iter().map(|l| l.file.as_raw_fd());
+        res.chain(lingering).collect()
+    }
+
+    /// How many resources the view holds.
+    pub fn resource_count(&self) -> usize {
+        self.st.resources.len()
+    }
+
+    /// [`SnapshotView::set_fds_inheritable`] for one of `of` equal shares
+    /// of the descriptors (`share` in `0..of`), for `of` threads.
+    pub fn set_fds_inheritable_share(
+        &self,
+        inherit: bool,
+        share: usize,
+        of: usize,
+    ) -> std::io::Result<()> {
+        crate::snapshot::set_inheritable_share(&self.st, inherit, share, of)
     }
 
     /// Whether there is no lingering descriptor (the key is then omitted).
@@ -194,5 +218,55 @@ impl Serialize for ResourceView<'_> {
         }
         m.serialize_entry("vmlockIdent", &r.ident)?;
         m.end()
+    }
+}
+
+impl SnapshotView<'_> {
+    /// Writes the tables in the binary form of [`crate::binfmt`] (the same
+    /// bytes as [`crate::binfmt::encode`] of [`Engine::snapshot`]).
+    pub fn encode(&self, w: &mut binfmt::Writer) {
+        w.len(1 + self.named.len());
+        w.u8(0);
+        self.encode_resources(w, "", &self.default);
+        for (dir, ids) in &self.named {
+            w.u8(1);
+            w.str(dir);
+            self.encode_resources(w, dir, ids);
+        }
+        w.len(self.st.lingering.len());
+        for l in &self.st.lingering {
+            w.str(&l.path);
+            w.i32(l.file.as_raw_fd());
+        }
+    }
+
+    fn encode_resources(&self, w: &mut binfmt::Writer, dir: &str, ids: &[u64]) {
+        let res: Vec<&Resource> = ids
+            .iter()
+            .filter_map(|id| self.st.resources.get(id))
+            .collect();
+        w.len(res.len());
+        for r in res {
+            let flags = AcquireFlags {
+                shared: r.shared,
+                autocreate: r.autocreate,
+            };
+            let parts = binfmt::ResourceParts {
+                name: r.names.first().map_or("", |k| k.1.as_str()),
+                path: &r.path,
+                fd: r.file.as_raw_fd(),
+                lock_held: r.lock_held,
+                flags: flags.to_wire(),
+                kind: r.kind,
+                ident: Some(r.ident),
+            };
+            let owners = r.owners.iter().map(|o| o.pid);
+            let aliases = r
+                .names
+                .iter()
+                .skip(1)
+                .map(|(l, n)| (l.as_str(), n.as_str()));
+            binfmt::put_resource(w, dir, &parts, owners, aliases);
+        }
     }
 }

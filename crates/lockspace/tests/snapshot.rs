@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use lockspace::{
     AcquireFlags, Engine, EngineOptions, LockKind, LockspaceSnap, ResourceSnap, RestoreProblem,
-    Snapshot,
+    Snapshot, binfmt,
 };
 use vmlock_sys::lock::{self, LockType};
 
@@ -332,6 +332,7 @@ fn the_view_serialises_like_the_snapshot() {
     assert_eq!(got, want);
     assert!(want.0.contains("vmlockAliases") && want.1.contains("vmlockIdent"));
     assert!(view.lingering_is_empty());
+    assert_eq!(binary_of_view(&view), binary_of(&snap));
     drop(view);
 
     // A second entry under the same name restores as a lingering descriptor.
@@ -350,4 +351,22 @@ fn the_view_serialises_like_the_snapshot() {
         owned
     );
     assert!(owned.starts_with("[{\"path\":"), "{owned}");
+    let bin = binary_of_view(&view);
+    drop(view);
+    let snap = r.snapshot();
+    assert_eq!(bin, binary_of(&snap));
+    let decoded = binfmt::decode(&mut binfmt::Reader::new(&bin)).expect("decode");
+    assert_eq!(decoded, snap);
+}
+
+fn binary_of(s: &lockspace::Snapshot) -> Vec<u8> {
+    let mut w = binfmt::Writer::default();
+    binfmt::encode(&mut w, s);
+    w.buf
+}
+
+fn binary_of_view(v: &lockspace::SnapshotView<'_>) -> Vec<u8> {
+    let mut w = binfmt::Writer::default();
+    v.encode(&mut w);
+    w.buf
 }
