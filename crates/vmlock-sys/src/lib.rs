@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod cred;
+pub mod elfnote;
 pub mod fd;
 pub mod limits;
 pub mod lock;

@@ -248,6 +248,83 @@ pub fn pidfd_wait_any(
         .collect())
 }
 
+/// Opens the program `argv0` names for reading (close-on-exec), searched in
+/// `PATH` as [`exec_no_shell`] searches it, so that it can be inspected and
+/// then run with [`exec_file`] — the very file inspected.
+pub fn open_program(argv0: &std::ffi::OsStr) -> io::Result<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    let candidates: Vec<std::path::PathBuf> = if argv0.as_bytes().contains(&b'/') {
+        vec![argv0.into()]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+        std::env::split_paths(&path)
+            .map(|d| d.join(argv0))
+            .collect()
+    };
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for c in candidates {
+        match std::fs::File::open(&c) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => return Ok(f),
+            Ok(_) => last = io::Error::from_raw_os_error(libc::EACCES),
+            Err(e) => {
+                let next = matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR));
+                last = e;
+                if !next {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Replaces this program with the open program file `prog`
+/// (`execveat(fd, "", argv, environ, AT_EMPTY_PATH)`), with `argv` as its
+/// arguments and this process's environment. Meant for ELF programs (a
+/// `#!` script cannot be run from a close-on-exec descriptor). Returns
+/// only on failure.
+pub fn exec_file(prog: &std::fs::File, argv: &[std::ffi::OsString]) -> io::Error {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<CString> = match argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+    {
+        Ok(a) => a,
+        Err(e) => return io::Error::other(e),
+    };
+    let env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argp.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let empty = c"";
+    // SAFETY: the descriptor is open for the borrow of `prog`; `empty`, every
+    // element of `argp` and `envp` are NUL-terminated strings kept alive by
+    // `args`/`env` across the call, and both arrays end with a null pointer
+    // as execveat requires. On success it never returns.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            prog.as_raw_fd(),
+            empty.as_ptr(),
+            argp.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
 /// Replaces this program with `argv[0]`, searched in `PATH` when it has no
 /// slash, like `execvp` but **without** its fallback of running a file the
 /// kernel refuses (`ENOEXEC`: another architecture, garbage) through
