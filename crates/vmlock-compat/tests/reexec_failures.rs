@@ -185,6 +185,43 @@ fn bad_state_files_at_start_mean_a_fresh_start() {
     let _ = std::fs::remove_file(&target);
 }
 
+/// A binary state left by another process instance (same pid, another
+/// start time) or damaged is refused with a log line, and the daemon starts
+/// fresh (or from the JSON beside it).
+#[test]
+fn bad_binary_states_at_start_are_refused() {
+    for (mode, line) in [
+        ("foreign", "not by this process"),
+        ("corrupt", "checksum mismatch"),
+    ] {
+        let d = start_with_state(&[("VMLOCK_PRESTATE_BIN", mode.to_string())]);
+        let log = d.log_text();
+        assert!(
+            log.contains("ignoring binary re-exec state") && log.contains(line),
+            "{mode}: log:\n{log}"
+        );
+        assert!(
+            !d.state_file()
+                .with_file_name("vmlockd-restart-exec.bin")
+                .exists(),
+            "{mode}: binary state consumed"
+        );
+        serves(&d);
+    }
+    // Beside a JSON state (libvirt's daemon wrote it later), the JSON wins.
+    let d = start_with_state(&[
+        ("VMLOCK_PRESTATE_BIN", "corrupt".to_string()),
+        ("VMLOCK_PRESTATE_TEXT", SAMPLE.to_string()),
+    ]);
+    let log = d.log_text();
+    assert!(log.contains("a JSON state was written after it"), "{log}");
+    assert!(
+        log.contains("not us: starting fresh"),
+        "the JSON was read: {log}"
+    );
+    serves(&d);
+}
+
 #[test]
 fn a_stale_state_file_has_its_descriptors_closed() {
     let dir = tempfile::tempdir().expect("dir");

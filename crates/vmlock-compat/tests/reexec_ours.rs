@@ -24,7 +24,7 @@ use std::time::Duration;
 use reexec_common::{Holder, PID_OTHER, World, call, owner, real_binary, within};
 use vmlock_testkit::frames;
 use vmlock_testkit::reexec::{ExecWatch, exe, fd_count, kernel_holder, send_reexec, write_script};
-use vmlock_testkit::{Flavor, vmlockd_binary};
+use vmlock_testkit::{DaemonSpec, Flavor, vmlockd_binary};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -153,7 +153,8 @@ fn steady_fd_count(pid: u32) -> usize {
 
 #[test]
 fn twenty_reexecs_leak_no_descriptor() {
-    let mut w = World::start(Flavor::Ours);
+    // Verbose: the re-exec timing lines (info) say which state was used.
+    let mut w = World::start_with(Flavor::Ours, DaemonSpec::new(Flavor::Ours).arg("-v"));
     let pid = w.d.pid();
     reexec(&w);
     let first = steady_fd_count(pid);
@@ -166,6 +167,12 @@ fn twenty_reexecs_leak_no_descriptor() {
     }
     w.d.assert_alive();
     assert_eq!(steady_fd_count(pid), first, "after 20 re-execs: {seen:?}");
+    // vmlockd to vmlockd goes through the binary state, never the JSON.
+    let log = w.d.log_text();
+    assert_eq!(log.matches("re-exec: Binary state (").count(), 21, "{log}");
+    assert_eq!(log.matches("re-exec: binary state (").count(), 21, "{log}");
+    assert!(!log.contains("ignoring"), "{log}");
+    assert!(!w.d.state_file().exists());
     w.assert_all_held();
     w.assert_release_paths();
 }

@@ -26,6 +26,7 @@ pub mod reexec;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod statebin;
 
 #[doc(hidden)]
 pub use fuzzing::fuzz_entry_read_state;

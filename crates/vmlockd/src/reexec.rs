@@ -33,6 +33,7 @@ use crate::daemon::Listener;
 use crate::server::{Ctx, ServerKind};
 use crate::session::Session;
 use crate::state::{self, ClientRef, LockPriv, ServerRef, SockRef, State};
+use crate::statebin;
 
 /// Largest state file read (virtlockd: 10 MiB, about 40,000 locks).
 pub const STATE_MAX: u64 = 1 << 30;
@@ -65,6 +66,13 @@ impl FdTable {
         }
     }
 
+    /// Gives every adopted number up without closing it.
+    fn into_raw(self) {
+        for a in self.slots.into_iter().flatten() {
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(a.fd);
+        }
+    }
+
     /// Takes descriptor `n` out of the table (each can be taken once).
     fn take(&mut self, n: i32) -> Option<Adopted> {
         self.slots.get_mut(usize::try_from(n).ok()?)?.take()
@@ -94,42 +102,131 @@ pub struct Restored {
 pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<String>) {
     let mut log = Vec::new();
     let t0 = std::time::Instant::now();
-    let text = match read_state(path) {
-        Ok(Some(t)) => t,
-        Ok(None) => return (None, log),
-        Err(e) => {
-            log.push(format!(
-                "ignoring re-exec state {}: {e}; starting fresh",
-                path.display()
-            ));
-            return (None, log);
-        }
-    };
-    let t1 = t0.elapsed();
-    let state = match state::parse(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            log.push(format!(
-                "ignoring corrupt re-exec state {}: {e}; starting fresh",
-                path.display()
-            ));
-            return (None, log);
-        }
+    if let Some((state, fds, len)) = take_binary(path, our_pid, &mut log) {
+        log.push(format!(
+            "re-exec: binary state ({len} bytes) read and decoded, {} descriptors adopted, in {:?}",
+            fds.adopted,
+            t0.elapsed()
+        ));
+        return (Some(Inherited { state, fds }), log);
+    }
+    let Some((state, how)) = take_json(path, &mut log) else {
+        return (None, log);
     };
     if state.magic != our_pid.to_string() {
         close_stale(&state, &mut log);
         return (None, log);
     }
-    let t2 = t0.elapsed();
+    let t1 = t0.elapsed();
     let fds = adopt_all(state.fds(), &mut log);
     log.push(format!(
-        "re-exec: state read {t1:?} ({} bytes), parsed {:?}, {} descriptors adopted {:?}",
-        text.len(),
-        t2 - t1,
+        "re-exec: {how} {} descriptors adopted in {:?}",
         fds.adopted,
-        t0.elapsed() - t2
+        t0.elapsed() - t1
     ));
     (Some(Inherited { state, fds }), log)
+}
+
+/// The JSON state (libvirt's daemon's, or ours when no binary one is used).
+fn take_json(path: &Path, log: &mut Vec<String>) -> Option<(State, String)> {
+    let t0 = std::time::Instant::now();
+    let text = match read_state(path) {
+        Ok(Some(t)) => t,
+        Ok(None) => return None,
+        Err(e) => {
+            log.push(format!(
+                "ignoring re-exec state {}: {e}; starting fresh",
+                path.display()
+            ));
+            return None;
+        }
+    };
+    let t1 = t0.elapsed();
+    match state::parse(&text) {
+        Ok(s) => {
+            let how = format!(
+                "JSON state read in {t1:?} ({} bytes), parsed in {:?},",
+                text.len(),
+                t0.elapsed() - t1
+            );
+            Some((s, how))
+        }
+        Err(e) => {
+            log.push(format!(
+                "ignoring corrupt re-exec state {}: {e}; starting fresh",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// Where the binary state goes: beside the JSON, under our own name.
+pub fn binary_path(json: &Path) -> PathBuf {
+    json.with_file_name("vmlockd-restart-exec.bin")
+}
+
+/// The binary state a previous vmlockd image of this very process wrote,
+/// if there is one and no JSON state beside it. It is removed when read;
+/// one that is not used is logged, and the JSON (if any) is read instead.
+fn take_binary(
+    json: &Path,
+    our_pid: i32,
+    log: &mut Vec<String>,
+) -> Option<(State, FdTable, usize)> {
+    let bin_path = binary_path(json);
+    let buf = match read_file(&bin_path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            log.push(format!("ignoring binary re-exec state: {e}"));
+            return None;
+        }
+    };
+    let ignore = |why: String, log: &mut Vec<String>| {
+        log.push(format!(
+            "ignoring binary re-exec state {}: {why}",
+            bin_path.display()
+        ));
+        None
+    };
+    // The writer removes the JSON before it writes a binary state: a JSON
+    // beside one was written later (by libvirt's daemon) and wins.
+    if std::fs::symlink_metadata(json).is_ok() {
+        return ignore("a JSON state was written after it".into(), log);
+    }
+    let me = match vmlock_sys::process::start_time(our_pid) {
+        Ok(t) => (our_pid.unsigned_abs(), t),
+        Err(e) => return ignore(format!("cannot read our start time: {e}"), log),
+    };
+    let checked = match statebin::check(&buf, me).and_then(|c| Ok((c.fds()?, c))) {
+        Ok(c) => c,
+        Err(e) => return ignore(e.to_string(), log),
+    };
+    let (numbers, checked) = checked;
+    // One `fcntl` per descriptor on a second thread while this one decodes.
+    let (table, state) = std::thread::scope(|s| {
+        let adopter = s.spawn(move || {
+            let mut lines = Vec::new();
+            (adopt_all(numbers, &mut lines), lines)
+        });
+        let state = checked.decode();
+        (adopter.join(), state)
+    });
+    let Ok((table, lines)) = table else {
+        // The adopting thread panicked: which numbers it took is unknown,
+        // and starting fresh would lose every lock. Nothing sane is left.
+        std::process::abort();
+    };
+    log.extend(lines);
+    match state {
+        Ok(state) => Some((state, table, buf.len())),
+        Err(e) => {
+            // Hand the numbers back untouched for the JSON reader.
+            table.into_raw();
+            ignore(e.to_string(), log)
+        }
+    }
 }
 
 /// Adopts every named descriptor once (one `fcntl` each: setting
@@ -171,6 +268,17 @@ fn adopt_all(mut numbers: Vec<i32>, log: &mut Vec<String>) -> FdTable {
 }
 
 fn read_state(path: &Path) -> io::Result<Option<String>> {
+    match read_file(path)? {
+        Some(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| io::Error::other("not UTF-8")),
+        None => Ok(None),
+    }
+}
+
+/// Reads a state file (never through a symlink), removing it first: a
+/// state is taken at most once.
+fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
@@ -185,12 +293,12 @@ fn read_state(path: &Path) -> io::Result<Option<String>> {
     };
     let _ = std::fs::remove_file(path);
     let size = file.metadata().map_or(0, |m| m.len().min(STATE_MAX));
-    let mut text = String::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
-    file.take(STATE_MAX + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > STATE_MAX {
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+    file.take(STATE_MAX + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > STATE_MAX {
         return Err(io::Error::other(format!("larger than {STATE_MAX} bytes")));
     }
-    Ok(Some(text))
+    Ok(Some(buf))
 }
 
 /// A stale file (another pid wrote it): its descriptors, if they are open
@@ -381,7 +489,7 @@ fn client_ref(kind: ServerKind, h: &Handover) -> ClientRef {
 }
 
 /// Writes `text` to `path` atomically, 0600, never following a symlink.
-pub fn write_state(path: &Path, text: &str) -> io::Result<()> {
+pub fn write_state(path: &Path, text: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -390,9 +498,7 @@ pub fn write_state(path: &Path, text: &str) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
-    let r = f
-        .write_all(text.as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let r = f.write_all(text).and_then(|()| std::fs::rename(&tmp, path));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -416,27 +522,83 @@ fn set_sockets_inheritable(
     Ok(())
 }
 
-/// Serialises and writes the state while a second thread clears
-/// close-on-exec on every lock descriptor (one `fcntl` each): the two take
-/// about as long, and a re-exec is the only time the daemon has both cores'
-/// worth of work in one place. Returns the text's length.
-fn write_and_inherit(ctx: &Ctx, servers: &[ServerRef], path: &Path) -> io::Result<usize> {
+/// Which state the next program reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// virtlockd 9.0's JSON: libvirt's daemon, an older vmlockd, anything
+    /// that is not known to read ours.
+    Json,
+    /// vmlockd's binary state (`statebin.rs`): the program carries the note
+    /// of `vmlock_sys::elfnote`.
+    Binary,
+}
+
+/// Writes the state in `format` while close-on-exec is cleared on every
+/// lock descriptor (one `fcntl` each) on two threads: a re-exec is the only
+/// time the daemon has both cores' worth of work in one place. A stale file
+/// of the other format is removed, so a reader never sees one. Returns the
+/// length written.
+fn write_and_inherit(
+    ctx: &Ctx,
+    servers: &[ServerRef],
+    path: &Path,
+    format: Format,
+) -> io::Result<usize> {
     let view = ctx.shared.engine.snapshot_view();
-    let magic = std::process::id().to_string();
+    let pid = std::process::id();
+    let bin_path = binary_path(path);
+    let _ = std::fs::remove_file(if format == Format::Json {
+        &bin_path
+    } else {
+        path
+    });
     std::thread::scope(|s| {
-        let clear = s.spawn(|| view.set_fds_inheritable(true));
-        let written = state::to_json_from_engine(servers, &view, &magic)
-            .map_err(io::Error::other)
-            .and_then(|text| write_state(path, &text).map(|()| text.len()));
-        let cleared = clear
+        let other = s.spawn(|| view.set_fds_inheritable_share(true, 1, 2));
+        let written = match format {
+            Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
+                .map_err(io::Error::other)
+                .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
+            Format::Binary => {
+                vmlock_sys::process::start_time(vmlock_sys::getpid()).and_then(|start_time| {
+                    let origin = statebin::Origin {
+                        pid,
+                        start_time,
+                        nonce: nonce(),
+                    };
+                    let hint = view.resource_count() * 112;
+                    let fds = view.raw_fds();
+                    let bin = statebin::encode(origin, servers, &fds, |w| view.encode(w), hint);
+                    write_state(&bin_path, &bin).map(|()| bin.len())
+                })
+            }
+        };
+        let mine = view.set_fds_inheritable_share(true, 0, 2);
+        let other = other
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("close-on-exec thread panicked")));
-        cleared.and(written)
+        mine.and(other)?;
+        written
     })
 }
 
+/// A number no earlier re-exec of this process used (std's `RandomState`
+/// is seeded from the OS once, then stepped; the clock makes it unique
+/// across the images of one process).
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(vmlock_sys::clock::monotonic_ns());
+    h.finish()
+}
+
 /// Writes the state and execs `argv`. Returns only if that failed, with
-/// every descriptor back to close-on-exec and the state file removed.
+/// every descriptor back to close-on-exec and the state removed.
+///
+/// The program is opened first and its ELF note read: a vmlockd that reads
+/// the binary state gets it (and is exec'd from that very descriptor, so a
+/// binary swapped meanwhile cannot be handed a format it does not read);
+/// anything else gets virtlockd's JSON and is exec'd by path, as virtlockd
+/// does it.
 pub fn exec(
     ctx: &Ctx,
     listeners: &[Listener],
@@ -446,12 +608,21 @@ pub fn exec(
 ) -> io::Error {
     let t0 = std::time::Instant::now();
     let servers = build_servers(ctx, listeners, parked);
-    let r = write_and_inherit(ctx, &servers, path)
+    let prog = argv
+        .first()
+        .and_then(|a| vmlock_sys::process::open_program(a).ok())
+        .filter(vmlock_sys::elfnote::declares_handover);
+    let format = if prog.is_some() {
+        Format::Binary
+    } else {
+        Format::Json
+    };
+    let r = write_and_inherit(ctx, &servers, path, format)
         .and_then(|len| set_sockets_inheritable(listeners, parked, true).map(|()| len));
     let err = match r {
         Ok(len) => {
             tracing::info!(
-                "re-exec: state ({len} bytes) written and descriptors made inheritable in {:?}",
+                "re-exec: {format:?} state ({len} bytes) written and descriptors made inheritable in {:?}",
                 t0.elapsed()
             );
             // A caught SIGUSR1 reverts to "terminate" across execve; an
@@ -464,7 +635,10 @@ pub fn exec(
             // (seen with SIGTERM and SIGHUP), and a blocked mask would be
             // kept by it forever.
             let saved = vmlock_sys::signal::ignore(&[libc::SIGUSR1]);
-            let err = vmlock_sys::process::exec_no_shell(argv);
+            let err = match &prog {
+                Some(p) => vmlock_sys::process::exec_file(p, argv),
+                None => vmlock_sys::process::exec_no_shell(argv),
+            };
             if let Ok(saved) = saved
                 && let Err(e) = saved.restore()
             {
@@ -480,5 +654,6 @@ pub fn exec(
         tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
     }
     let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(binary_path(path));
     err
 }

@@ -9,6 +9,10 @@
 //! VMLOCK_PRESTATE_SYMLINK  make the state path a symlink to this instead
 //! VMLOCK_PRESTATE_LOCK     open this file, take a classic POSIX write lock on
 //!                          byte 0 and keep the descriptor across the exec
+//! VMLOCK_PRESTATE_BIN      also leave a binary state (vmlockd-restart-exec.bin
+//!                          beside the state path), encoded here by hand:
+//!                          `foreign` (our pid, another start time) or
+//!                          `corrupt` (ours, with a wrong checksum)
 //! ```
 
 #![forbid(unsafe_code)]
@@ -55,9 +59,35 @@ fn main() {
             .replace("@FD@", &fd.to_string());
         std::fs::write(&state, text).unwrap_or_else(|e| fail("write state", e));
     }
+    if let Some(mode) = var("VMLOCK_PRESTATE_BIN") {
+        let path = std::path::Path::new(&state).with_file_name("vmlockd-restart-exec.bin");
+        std::fs::write(path, binary_state(&mode)).unwrap_or_else(|e| fail("write bin", e));
+    }
     let err = std::process::Command::new(&program)
         .args(std::env::args_os().skip(1))
         .exec();
     drop(held);
     fail("exec", err)
+}
+
+/// A binary state with no locks, of the given kind (see the module docs).
+fn binary_state(mode: &str) -> Vec<u8> {
+    let pid = std::process::id();
+    let start = vmlock_sys::process::start_time(pid as i32).unwrap_or_else(|e| fail("stat", e));
+    let start = if mode == "foreign" { start + 1 } else { start };
+    // n_fds 0, n_servers 0, one lockspace (default, no resources), no lingering.
+    let payload: Vec<u8> = [0u32, 0, 1]
+        .iter()
+        .flat_map(|n| n.to_le_bytes())
+        .chain([0u8])
+        .chain([0u32, 0].iter().flat_map(|n| n.to_le_bytes()))
+        .collect();
+    let mut out = b"VMLKST01".to_vec();
+    out.extend_from_slice(&pid.to_le_bytes());
+    out.extend_from_slice(&start.to_le_bytes());
+    out.extend_from_slice(&7u64.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&0u64.to_le_bytes()); // never the right checksum
+    out
 }
