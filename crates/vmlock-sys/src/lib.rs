@@ -17,6 +17,7 @@ pub mod elfnote;
 pub mod fd;
 pub mod limits;
 pub mod lock;
+pub mod mem;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod process;

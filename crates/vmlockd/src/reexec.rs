@@ -24,6 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lockspace::{Adopted, Engine, EngineOptions, RestoreReport};
 use vmlock_proto::lock::Owner;
@@ -43,6 +44,8 @@ pub const STATE_MAX: u64 = 1 << 30;
 pub struct Inherited {
     state: State,
     fds: FdTable,
+    /// Faulting in the heap the restore is about to use (binary state only).
+    warmer: Option<vmlock_sys::mem::HeapWarmer>,
 }
 
 /// Adopted descriptors, indexed by number (a state names thousands of
@@ -102,13 +105,19 @@ pub struct Restored {
 pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<String>) {
     let mut log = Vec::new();
     let t0 = std::time::Instant::now();
-    if let Some((state, fds, len)) = take_binary(path, our_pid, &mut log) {
+    let main_ns = vmlock_sys::clock::monotonic_ns();
+    if let Some((state, fds, len, written_ns, warmer)) = take_binary(path, our_pid, &mut log) {
+        let since = |ns: u64| Duration::from_nanos(ns.saturating_sub(written_ns));
         log.push(format!(
-            "re-exec: binary state ({len} bytes) read and decoded, {} descriptors adopted, in {:?}",
+            "re-exec: binary state ({len} bytes) read and decoded, {} descriptors adopted, in {:?} \
+             ({:?} after it was written; this image's main began {:?} after)",
             fds.adopted,
-            t0.elapsed()
+            t0.elapsed(),
+            since(vmlock_sys::clock::monotonic_ns()),
+            since(main_ns),
         ));
-        return (Some(Inherited { state, fds }), log);
+        let warmer = Some(warmer);
+        return (Some(Inherited { state, fds, warmer }), log);
     }
     let Some((state, how)) = take_json(path, &mut log) else {
         return (None, log);
@@ -124,7 +133,8 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
         fds.adopted,
         t0.elapsed() - t1
     ));
-    (Some(Inherited { state, fds }), log)
+    let warmer = None;
+    (Some(Inherited { state, fds, warmer }), log)
 }
 
 /// The JSON state (libvirt's daemon's, or ours when no binary one is used).
@@ -173,17 +183,29 @@ fn take_binary(
     json: &Path,
     our_pid: i32,
     log: &mut Vec<String>,
-) -> Option<(State, FdTable, usize)> {
+) -> Option<(State, FdTable, usize, u64, vmlock_sys::mem::HeapWarmer)> {
     let bin_path = binary_path(json);
+    // Restoring touches about 16 bytes of fresh memory per byte of state:
+    // have the heap grow once by that much (see vmlock_sys::mem).
+    let size = std::fs::symlink_metadata(&bin_path).map_or(0, |m| m.len());
+    let warm = usize::try_from(size.saturating_mul(16)).unwrap_or(usize::MAX);
+    if size > 0 {
+        vmlock_sys::mem::HeapWarmer::prepare(warm);
+    }
     let buf = match read_file(&bin_path) {
         Ok(Some(b)) => b,
-        Ok(None) => return None,
+        Ok(None) => {
+            vmlock_sys::mem::HeapWarmer::reset();
+            return None;
+        }
         Err(e) => {
+            vmlock_sys::mem::HeapWarmer::reset();
             log.push(format!("ignoring binary re-exec state: {e}"));
             return None;
         }
     };
     let ignore = |why: String, log: &mut Vec<String>| {
+        vmlock_sys::mem::HeapWarmer::reset();
         log.push(format!(
             "ignoring binary re-exec state {}: {why}",
             bin_path.display()
@@ -204,6 +226,7 @@ fn take_binary(
         Err(e) => return ignore(e.to_string(), log),
     };
     let (numbers, checked) = checked;
+    let warmer = vmlock_sys::mem::HeapWarmer::start(warm);
     // One `fcntl` per descriptor on a second thread while this one decodes.
     let (table, state) = std::thread::scope(|s| {
         let adopter = s.spawn(move || {
@@ -220,8 +243,10 @@ fn take_binary(
     };
     log.extend(lines);
     match state {
-        Ok(state) => Some((state, table, buf.len())),
+        Ok(state) => Some((state, table, buf.len(), checked.origin.written_ns, warmer)),
         Err(e) => {
+            warmer.finish();
+            // (`ignore` below resets glibc's settings again: harmless.)
             // Hand the numbers back untouched for the JSON reader.
             table.into_raw();
             ignore(e.to_string(), log)
@@ -320,6 +345,7 @@ impl Inherited {
     /// Rebuilds listeners, connections and the engine.
     pub fn restore(mut self, opts: EngineOptions) -> Restored {
         let mut problems = Vec::new();
+        let warmer = self.warmer.take();
         let fds = &mut self.fds;
         let snapshot = std::mem::take(&mut self.state.engine);
         let (engine, report) = match Engine::restore_adopted(opts.clone(), snapshot, |n| {
@@ -349,6 +375,9 @@ impl Inherited {
                 ServerKind::Admin => next_ids.1 = srv.next_client_id,
             }
             self.restore_server(kind, srv, &mut listeners, &mut conns, &mut problems);
+        }
+        if let Some(w) = warmer {
+            w.finish();
         }
         Restored {
             listeners,
@@ -553,7 +582,12 @@ fn write_and_inherit(
         path
     });
     std::thread::scope(|s| {
-        let other = s.spawn(|| view.set_fds_inheritable_share(true, 1, 2));
+        // The state takes this thread about as long as two thirds of the
+        // descriptors take the other.
+        let other = s.spawn(|| {
+            view.set_fds_inheritable_share(true, 1, 3)?;
+            view.set_fds_inheritable_share(true, 2, 3)
+        });
         let written = match format {
             Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
                 .map_err(io::Error::other)
@@ -563,7 +597,7 @@ fn write_and_inherit(
                     let origin = statebin::Origin {
                         pid,
                         start_time,
-                        nonce: nonce(),
+                        written_ns: vmlock_sys::clock::monotonic_ns(),
                     };
                     let hint = view.resource_count() * 112;
                     let fds = view.raw_fds();
@@ -572,23 +606,13 @@ fn write_and_inherit(
                 })
             }
         };
-        let mine = view.set_fds_inheritable_share(true, 0, 2);
+        let mine = view.set_fds_inheritable_share(true, 0, 3);
         let other = other
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("close-on-exec thread panicked")));
         mine.and(other)?;
         written
     })
-}
-
-/// A number no earlier re-exec of this process used (std's `RandomState`
-/// is seeded from the OS once, then stepped; the clock makes it unique
-/// across the images of one process).
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(vmlock_sys::clock::monotonic_ns());
-    h.finish()
 }
 
 /// Writes the state and execs `argv`. Returns only if that failed, with

@@ -10,7 +10,7 @@
 //! key matching, no escapes; docs/PERFORMANCE.md has the numbers).
 //!
 //! ```text
-//! "VMLKST01"  u32 pid  u64 start_time  u64 nonce  u64 payload_len
+//! "VMLKST01"  u32 pid  u64 start_time  u64 written_ns  u64 payload_len
 //! payload = u32 n_fds, i32 fd*, u32 n_servers, server*, lockspace::binfmt snapshot
 //! server  = str name, u64 max_clients, u64 next_client_id,
 //!           u32 n, (i32 fd, u8 unlink)*, u32 n, client*
@@ -41,8 +41,9 @@ pub struct Origin {
     pub pid: u32,
     /// Process start time (clock ticks since boot, `/proc/PID/stat` field 22).
     pub start_time: u64,
-    /// Random per re-exec (tells two files of one process apart in logs).
-    pub nonce: u64,
+    /// `CLOCK_MONOTONIC` when it was written (the reader logs how long the
+    /// exec took).
+    pub written_ns: u64,
 }
 
 /// Encodes the whole state: `engine` writes the engine part.
@@ -57,7 +58,7 @@ pub fn encode(
     w.buf.extend_from_slice(MAGIC);
     w.u32(who.pid);
     w.u64(who.start_time);
-    w.u64(who.nonce);
+    w.u64(who.written_ns);
     let len_at = w.buf.len();
     w.u64(0);
     let start = w.buf.len();
@@ -131,7 +132,7 @@ pub enum BinError {
     Checksum,
 }
 
-/// Reads the header only (to compare the nonce with the JSON's).
+/// Reads the header only.
 pub fn header(buf: &[u8]) -> Result<Origin, BinError> {
     let mut r = Reader::new(buf);
     let magic: Vec<u8> = (0..MAGIC.len()).map(|_| r.u8()).collect::<Result<_, _>>()?;
@@ -141,7 +142,7 @@ pub fn header(buf: &[u8]) -> Result<Origin, BinError> {
     Ok(Origin {
         pid: r.u32()?,
         start_time: r.u64()?,
-        nonce: r.u64()?,
+        written_ns: r.u64()?,
     })
 }
 
@@ -350,7 +351,7 @@ mod tests {
     const WHO: Origin = Origin {
         pid: 77,
         start_time: 123_456,
-        nonce: 0xfeed,
+        written_ns: 0xfeed,
     };
 
     #[test]
