@@ -47,14 +47,27 @@ pub struct LingeringView<'v>(&'v State);
 struct ResourceView<'r>(&'r Resource);
 
 impl Engine {
-    /// Locks the tables for serialising them (see [`SnapshotView`]).
+    /// Locks the tables for serialising them (see [`SnapshotView`]), in
+    /// the order the owned snapshot has (by resource id).
     pub fn snapshot_view(&self) -> SnapshotView<'_> {
+        self.view(true)
+    }
+
+    /// [`Engine::snapshot_view`] in table order, for a reader that does not
+    /// care about the order (the binary state): saves sorting every id.
+    pub fn snapshot_view_unordered(&self) -> SnapshotView<'_> {
+        self.view(false)
+    }
+
+    fn view(&self, sorted: bool) -> SnapshotView<'_> {
         let st = self.state();
         let mut named: BTreeMap<String, Vec<u64>> =
             st.named.iter().map(|d| (d.clone(), Vec::new())).collect();
         let mut default = Vec::new();
         let mut ids: Vec<u64> = st.resources.keys().copied().collect();
-        ids.sort_unstable();
+        if sorted {
+            ids.sort_unstable();
+        }
         for id in ids {
             let ls = st
                 .resources

@@ -6,8 +6,9 @@
 //! milliseconds on the critical path. [`HeapWarmer`] moves them to another
 //! core: glibc is told to grow its heap in one step of the expected size
 //! (and to serve large blocks from that heap too), and a second thread
-//! faults those pages in (`MADV_POPULATE_WRITE`, which never changes their
-//! contents) while the first one allocates. [`HeapWarmer::finish`] puts
+//! (after a first job of its own) faults those pages in
+//! (`MADV_POPULATE_WRITE`, which never changes their contents) while the
+//! first one allocates. [`HeapWarmer::finish`] puts
 //! glibc's defaults back and returns what was not used to the system.
 
 use std::io;
@@ -52,24 +53,32 @@ pub struct HeapWarmer {
 
 impl HeapWarmer {
     /// Makes glibc grow its heap by `bytes` at the next growth and serve
-    /// large blocks from it. Call [`HeapWarmer::start`] after the first
+    /// large blocks from it. Call [`HeapWarmer::spawn_after`] after the first
     /// allocation that grows it.
     pub fn prepare(bytes: usize) -> bool {
         let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         mallopt(libc::M_MMAP_THRESHOLD, bytes.min(32 << 20)) && mallopt(libc::M_TOP_PAD, bytes)
     }
 
-    /// Faults in the top `bytes` of the heap on a new thread.
-    pub fn start(bytes: usize) -> HeapWarmer {
+    /// Runs `job` on a new thread, hands its result to the returned
+    /// receiver, then faults in the top `bytes` of the heap there until
+    /// [`HeapWarmer::finish`]. (Two cores: the job and this thread's own
+    /// work run side by side first, the warming follows the job.) `None`
+    /// if no thread could be started; then nothing ran.
+    pub fn spawn_after<T: Send + 'static>(
+        bytes: usize,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<(HeapWarmer, std::sync::mpsc::Receiver<T>)> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let page = 4096;
-        let end = heap_end() & !(page - 1);
-        let begin = end.saturating_sub(bytes) & !(page - 1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("heap-warmer".into())
             .spawn(move || {
-                let mut at = begin;
+                let _ = tx.send(job());
+                let page = 4096;
+                let end = heap_end() & !(page - 1);
+                let mut at = end.saturating_sub(bytes) & !(page - 1);
                 while at < end && !flag.load(Ordering::Relaxed) {
                     let len = STEP.min(end - at);
                     if populate(at, len).is_err() {
@@ -78,8 +87,12 @@ impl HeapWarmer {
                     at += len;
                 }
             })
-            .ok();
-        HeapWarmer { stop, thread }
+            .ok()?;
+        let w = HeapWarmer {
+            stop,
+            thread: Some(thread),
+        };
+        Some((w, rx))
     }
 
     /// Stops the warming thread, restores glibc's defaults and gives the
@@ -93,7 +106,7 @@ impl HeapWarmer {
     }
 
     /// Puts glibc's defaults back (after [`HeapWarmer::prepare`] without a
-    /// [`HeapWarmer::start`]) and returns the unused top of the heap.
+    /// [`HeapWarmer::spawn_after`]) and returns the unused top of the heap.
     pub fn reset() {
         mallopt(libc::M_TOP_PAD, DEFAULT_TOP_PAD);
         mallopt(libc::M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD);
@@ -111,7 +124,8 @@ mod tests {
     fn warming_keeps_contents_and_finishes() {
         assert!(HeapWarmer::prepare(8 << 20));
         let v: Vec<u64> = (0..100_000).collect();
-        let w = HeapWarmer::start(8 << 20);
+        let (w, rx) = HeapWarmer::spawn_after(8 << 20, || 41 + 1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 42);
         let more: Vec<u64> = (0..200_000).map(|x| x * 3).collect();
         w.finish();
         assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64));

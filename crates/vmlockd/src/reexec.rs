@@ -116,7 +116,6 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
             since(vmlock_sys::clock::monotonic_ns()),
             since(main_ns),
         ));
-        let warmer = Some(warmer);
         return (Some(Inherited { state, fds, warmer }), log);
     }
     let Some((state, how)) = take_json(path, &mut log) else {
@@ -183,7 +182,13 @@ fn take_binary(
     json: &Path,
     our_pid: i32,
     log: &mut Vec<String>,
-) -> Option<(State, FdTable, usize, u64, vmlock_sys::mem::HeapWarmer)> {
+) -> Option<(
+    State,
+    FdTable,
+    usize,
+    u64,
+    Option<vmlock_sys::mem::HeapWarmer>,
+)> {
     let bin_path = binary_path(json);
     // Restoring touches about 16 bytes of fresh memory per byte of state:
     // have the heap grow once by that much (see vmlock_sys::mem).
@@ -226,27 +231,37 @@ fn take_binary(
         Err(e) => return ignore(e.to_string(), log),
     };
     let (numbers, checked) = checked;
-    let warmer = vmlock_sys::mem::HeapWarmer::start(warm);
-    // One `fcntl` per descriptor on a second thread while this one decodes.
-    let (table, state) = std::thread::scope(|s| {
-        let adopter = s.spawn(move || {
-            let mut lines = Vec::new();
-            (adopt_all(numbers, &mut lines), lines)
-        });
-        let state = checked.decode();
-        (adopter.join(), state)
-    });
-    let Ok((table, lines)) = table else {
-        // The adopting thread panicked: which numbers it took is unknown,
-        // and starting fresh would lose every lock. Nothing sane is left.
-        std::process::abort();
+    // One `fcntl` per descriptor on a second thread while this one
+    // decodes; that thread then warms the heap the restore will use.
+    let adopt = move || {
+        let mut lines = Vec::new();
+        (adopt_all(numbers, &mut lines), lines)
     };
+    let (warmer, state, (table, lines)) =
+        match vmlock_sys::mem::HeapWarmer::spawn_after(warm, adopt) {
+            Some((warmer, adopted)) => {
+                let state = checked.decode();
+                let Ok(table) = adopted.recv() else {
+                    // The adopting thread died: which numbers it took is
+                    // unknown, and starting fresh would lose every lock.
+                    std::process::abort();
+                };
+                (Some(warmer), state, table)
+            }
+            // No second thread: everything on this one.
+            None => {
+                let mut lines = Vec::new();
+                let table = adopt_all(checked.fds().unwrap_or_default(), &mut lines);
+                (None, checked.decode(), (table, lines))
+            }
+        };
     log.extend(lines);
     match state {
         Ok(state) => Some((state, table, buf.len(), checked.origin.written_ns, warmer)),
         Err(e) => {
-            warmer.finish();
-            // (`ignore` below resets glibc's settings again: harmless.)
+            if let Some(w) = warmer {
+                w.finish();
+            }
             // Hand the numbers back untouched for the JSON reader.
             table.into_raw();
             ignore(e.to_string(), log)
@@ -573,7 +588,10 @@ fn write_and_inherit(
     path: &Path,
     format: Format,
 ) -> io::Result<usize> {
-    let view = ctx.shared.engine.snapshot_view();
+    let view = match format {
+        Format::Json => ctx.shared.engine.snapshot_view(),
+        Format::Binary => ctx.shared.engine.snapshot_view_unordered(),
+    };
     let pid = std::process::id();
     let bin_path = binary_path(path);
     let _ = std::fs::remove_file(if format == Format::Json {
