@@ -40,6 +40,7 @@ pub struct Engine {
     pub(crate) state: Mutex<State>,
     pub(crate) kind: LockKind,
     pub(crate) arbiter: Option<Arc<dyn ClusterArbiter>>,
+    pub(crate) inherit_fds: bool,
 }
 
 enum Step {
@@ -83,7 +84,14 @@ impl Engine {
             state: Mutex::new(State::default()),
             kind: opts.lock_kind,
             arbiter: opts.arbiter,
+            inherit_fds: opts.inherit_fds,
         }
+    }
+
+    /// Whether lease files are opened without close-on-exec
+    /// ([`EngineOptions::inherit_fds`]).
+    pub fn inherits_fds(&self) -> bool {
+        self.inherit_fds
     }
 
     /// The table lock; a panic elsewhere never makes the tables unusable.
@@ -289,7 +297,7 @@ impl Engine {
             return Ok(Step::Retry);
         };
         fsops::race_point("before_open", path);
-        let Ok(file) = fsops::open_resource(path, flags.autocreate) else {
+        let Ok(file) = fsops::open_resource(path, flags.autocreate, self.inherit_fds) else {
             return self.stat_then_open(guard, path, owner, flags);
         };
         let ident = fsops::file_ident(&file).map_err(|e| Error::Open {
@@ -322,7 +330,7 @@ impl Engine {
             return Ok(Step::Retry);
         };
         fsops::race_point("before_open", path);
-        let file = fsops::open_resource(path, flags.autocreate)?;
+        let file = fsops::open_resource(path, flags.autocreate, self.inherit_fds)?;
         fsops::race_point("after_open", path);
         let open_err = |e: std::io::Error| Error::Open {
             path: path.to_owned(),

@@ -63,18 +63,29 @@ pub(crate) fn file_ident(file: &File) -> io::Result<Ident> {
 }
 
 /// Opens a lease file: `O_RDWR|O_CLOEXEC|O_NOCTTY`, plus
-/// `O_CREAT|O_NOFOLLOW` and mode 0600 for AUTOCREATE.
-pub(crate) fn open_resource(path: &str, autocreate: bool) -> Result<File, Error> {
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true);
-    if autocreate {
-        opts.create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOCTTY | libc::O_NOFOLLOW);
+/// `O_CREAT|O_NOFOLLOW` and mode 0600 for AUTOCREATE; without `O_CLOEXEC`
+/// when `inherit` (see [`crate::EngineOptions::inherit_fds`]).
+pub(crate) fn open_resource(path: &str, autocreate: bool, inherit: bool) -> Result<File, Error> {
+    let opened = if inherit {
+        let create = if autocreate {
+            libc::O_CREAT | libc::O_NOFOLLOW
+        } else {
+            0
+        };
+        vmlock_sys::fd::open_inherited(path, libc::O_RDWR | libc::O_NOCTTY | create, 0o600)
     } else {
-        opts.custom_flags(libc::O_NOCTTY);
-    }
-    opts.open(path).map_err(|e| Error::Open {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if autocreate {
+            opts.create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOCTTY | libc::O_NOFOLLOW);
+        } else {
+            opts.custom_flags(libc::O_NOCTTY);
+        }
+        opts.open(path)
+    };
+    opened.map_err(|e| Error::Open {
         path: path.to_owned(),
         errno: Error::io(&e),
         create: autocreate,

@@ -75,6 +75,11 @@ pub struct EngineOptions {
     pub lock_kind: LockKind,
     /// Optional cluster arbiter.
     pub arbiter: Option<Arc<dyn ClusterArbiter>>,
+    /// Open lease files without close-on-exec, so that a re-exec hands them
+    /// on without clearing it one descriptor at a time. Only for a process
+    /// that runs no other program (vmlockd): a child would inherit every
+    /// lock descriptor and keep its OFD lock alive.
+    pub inherit_fds: bool,
 }
 
 impl Default for EngineOptions {
@@ -82,6 +87,7 @@ impl Default for EngineOptions {
         EngineOptions {
             lock_kind: LockKind::Ofd,
             arbiter: None,
+            inherit_fds: false,
         }
     }
 }

@@ -149,7 +149,7 @@ fn posix_kind_engine_excludes_a_foreign_process_too() {
     let (_d, disk) = fixture();
     let opts = EngineOptions {
         lock_kind: LockKind::Posix,
-        arbiter: None,
+        ..EngineOptions::default()
     };
     let e = Engine::new(opts);
     e.acquire("", &disk, 1, AcquireFlags::EXCLUSIVE)

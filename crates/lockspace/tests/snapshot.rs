@@ -370,3 +370,42 @@ fn binary_of_view(v: &lockspace::SnapshotView<'_>) -> Vec<u8> {
     v.encode(&mut w);
     w.buf
 }
+
+/// `inherit_fds`: lease files are opened without close-on-exec (vmlockd
+/// hands them to its next image as they are); by default they have it.
+#[test]
+fn inherit_fds_decides_close_on_exec() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let ls = format!("{d}/ls");
+    let cloexec = |fd: i32| {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .expect("flags line");
+        u32::from_str_radix(flags.trim(), 8).expect("octal") & 0o2_000_000 != 0
+    };
+    for inherit in [false, true] {
+        let e = Engine::new(EngineOptions {
+            inherit_fds: inherit,
+            ..EngineOptions::default()
+        });
+        assert_eq!(e.inherits_fds(), inherit);
+        e.create_lockspace(&ls).expect("ls");
+        e.acquire(&ls, "lease", 10, SA).expect("autocreate");
+        let disk = format!("{d}/disk-{inherit}");
+        std::fs::write(&disk, b"").expect("disk");
+        e.acquire("", &disk, 10, S).expect("direct");
+        let snap = e.snapshot();
+        let fds = snap
+            .lockspaces
+            .iter()
+            .chain([&snap.default])
+            .flat_map(|l| l.resources.iter().map(|r| r.fd));
+        for fd in fds {
+            assert_eq!(cloexec(fd), !inherit, "fd {fd} with inherit_fds {inherit}");
+        }
+        e.release(&ls, "lease", 10).expect("release");
+    }
+}

@@ -57,6 +57,39 @@ pub fn adopt(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Opens `path` like `open(2)` with `flags` (never `O_CLOEXEC`) and `mode`:
+/// the descriptor is inherited across `execve`. For lock descriptors a
+/// daemon hands to its next image on re-exec and never to any other
+/// program (it starts none); std's `OpenOptions` always sets close-on-exec,
+/// which the re-exec would then clear one `fcntl` at a time.
+pub fn open_inherited(
+    path: &str,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<std::fs::File> {
+    let c = std::ffi::CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = flags & !libc::O_CLOEXEC;
+    // SAFETY: `c` is a NUL-terminated string alive across the call; open
+    // reads it and returns a new descriptor or -1.
+    let fd =
+        crate::cvt_retry(|| unsafe { libc::open(c.as_ptr(), flags, libc::c_uint::from(mode)) })?;
+    // SAFETY: on success `fd` is a fresh descriptor nobody else owns.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// [`adopt`] for a descriptor that must stay inheritable (a lock
+/// descriptor vmlockd keeps without close-on-exec, see [`open_inherited`]):
+/// checked to be open (`F_GETFD`), its flags left as they are — anything
+/// that came through `execve` has no close-on-exec anyway.
+pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
+    if !is_open(raw) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `raw` is open (checked) and, by the contract of [`adopt`],
+    // owned by nothing else in the process.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Closes `fd` and reports the error of `close(2)`, which dropping an
 /// [`OwnedFd`] ignores. The descriptor is gone either way (Linux never
 /// leaves it open after a failed close, so `EINTR` is not retried).

@@ -248,6 +248,9 @@ fn start(
     let opts = lockspace::EngineOptions {
         lock_kind,
         arbiter: cluster.as_ref().map(Backend::arbiter),
+        // vmlockd runs no other program: lock descriptors stay inheritable,
+        // so a re-exec hands them on without one `fcntl` each (reexec.rs).
+        inherit_fds: true,
     };
     // One event-loop thread: every request is a few microseconds of CPU, and
     // on small hosts extra workers cost more in wake-ups than they add.

@@ -126,7 +126,7 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
         return (None, log);
     }
     let t1 = t0.elapsed();
-    let fds = adopt_all(state.fds(), &mut log);
+    let fds = adopt_all(state.socket_fds(), state.lock_fds(), &mut log);
     log.push(format!(
         "re-exec: {how} {} descriptors adopted in {:?}",
         fds.adopted,
@@ -235,7 +235,7 @@ fn take_binary(
     // decodes; that thread then warms the heap the restore will use.
     let adopt = move || {
         let mut lines = Vec::new();
-        (adopt_all(numbers, &mut lines), lines)
+        (adopt_all(numbers.0, numbers.1, &mut lines), lines)
     };
     let (warmer, state, (table, lines)) =
         match vmlock_sys::mem::HeapWarmer::spawn_after(warm, adopt) {
@@ -251,7 +251,8 @@ fn take_binary(
             // No second thread: everything on this one.
             None => {
                 let mut lines = Vec::new();
-                let table = adopt_all(checked.fds().unwrap_or_default(), &mut lines);
+                let (sockets, locks) = checked.fds().unwrap_or_default();
+                let table = adopt_all(sockets, locks, &mut lines);
                 (None, checked.decode(), (table, lines))
             }
         };
@@ -273,10 +274,18 @@ fn take_binary(
 /// close-on-exec doubles as the check that the number is open). Lock
 /// descriptors are not `fstat`ed here: vmlockd's state records each file's
 /// identity, and the engine asks the kernel only for entries without one.
-fn adopt_all(mut numbers: Vec<i32>, log: &mut Vec<String>) -> FdTable {
+fn adopt_all(sockets: Vec<i32>, locks: Vec<i32>, log: &mut Vec<String>) -> FdTable {
+    // Lock descriptors stay inheritable (the engine keeps them so, see
+    // `EngineOptions::inherit_fds`): checked to be open, nothing more.
+    // Sockets get close-on-exec back.
+    let mut numbers: Vec<(i32, bool)> = sockets
+        .into_iter()
+        .map(|n| (n, false))
+        .chain(locks.into_iter().map(|n| (n, true)))
+        .collect();
     numbers.sort_unstable();
     let before = numbers.len();
-    numbers.dedup();
+    numbers.dedup_by_key(|(n, _)| *n);
     if numbers.len() != before {
         log.push(format!(
             "re-exec state names {} descriptor(s) more than once",
@@ -285,8 +294,13 @@ fn adopt_all(mut numbers: Vec<i32>, log: &mut Vec<String>) -> FdTable {
     }
     let mut table = FdTable::default();
     let mut ok = Vec::with_capacity(numbers.len());
-    for n in numbers {
-        match vmlock_sys::fd::adopt(n) {
+    for (n, lock) in numbers {
+        let adopted = if lock {
+            vmlock_sys::fd::adopt_inherited(n)
+        } else {
+            vmlock_sys::fd::adopt(n)
+        };
+        match adopted {
             Ok(fd) => ok.push((n, fd)),
             Err(e) => log.push(format!(
                 "re-exec state names descriptor {n}, not inherited: {e}"
@@ -392,7 +406,12 @@ impl Inherited {
             self.restore_server(kind, srv, &mut listeners, &mut conns, &mut problems);
         }
         if let Some(w) = warmer {
+            let t = std::time::Instant::now();
             w.finish();
+            tracing::info!(
+                "re-exec: heap warmer stopped, heap trimmed in {:?}",
+                t.elapsed()
+            );
         }
         Restored {
             listeners,
@@ -599,6 +618,29 @@ fn write_and_inherit(
     } else {
         path
     });
+    let write = || match format {
+        Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
+            .map_err(io::Error::other)
+            .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
+        Format::Binary => {
+            vmlock_sys::process::start_time(vmlock_sys::getpid()).and_then(|start_time| {
+                let origin = statebin::Origin {
+                    pid,
+                    start_time,
+                    written_ns: vmlock_sys::clock::monotonic_ns(),
+                };
+                let hint = view.resource_count() * 112;
+                let fds = view.raw_fds();
+                let bin = statebin::encode(origin, servers, &fds, |w| view.encode(w), hint);
+                write_state(&bin_path, &bin).map(|()| bin.len())
+            })
+        }
+    };
+    // vmlockd's engine keeps its lock descriptors inheritable: nothing to
+    // clear (and nothing to set back if the exec fails).
+    if ctx.shared.engine.inherits_fds() {
+        return write();
+    }
     std::thread::scope(|s| {
         // The state takes this thread about as long as two thirds of the
         // descriptors take the other.
@@ -606,24 +648,7 @@ fn write_and_inherit(
             view.set_fds_inheritable_share(true, 1, 3)?;
             view.set_fds_inheritable_share(true, 2, 3)
         });
-        let written = match format {
-            Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
-                .map_err(io::Error::other)
-                .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
-            Format::Binary => {
-                vmlock_sys::process::start_time(vmlock_sys::getpid()).and_then(|start_time| {
-                    let origin = statebin::Origin {
-                        pid,
-                        start_time,
-                        written_ns: vmlock_sys::clock::monotonic_ns(),
-                    };
-                    let hint = view.resource_count() * 112;
-                    let fds = view.raw_fds();
-                    let bin = statebin::encode(origin, servers, &fds, |w| view.encode(w), hint);
-                    write_state(&bin_path, &bin).map(|()| bin.len())
-                })
-            }
-        };
+        let written = write();
         let mine = view.set_fds_inheritable_share(true, 0, 3);
         let other = other
             .join()
@@ -690,9 +715,14 @@ pub fn exec(
         }
         Err(e) => e,
     };
-    if let Err(e) = set_sockets_inheritable(listeners, parked, false)
-        .and_then(|()| ctx.shared.engine.set_fds_inheritable(false))
-    {
+    let engine = &ctx.shared.engine;
+    if let Err(e) = set_sockets_inheritable(listeners, parked, false).and_then(|()| {
+        if engine.inherits_fds() {
+            Ok(())
+        } else {
+            engine.set_fds_inheritable(false)
+        }
+    }) {
         tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
     }
     let _ = std::fs::remove_file(path);

@@ -159,6 +159,25 @@ impl State {
         Ok(serde_json::to_string(&out)?)
     }
 
+    /// The descriptor numbers of the listeners and client connections.
+    pub fn socket_fds(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = Vec::new();
+        for s in &self.servers {
+            v.extend(s.socks.iter().map(|k| k.fd));
+            v.extend(s.clients.iter().map(|c| c.fd));
+        }
+        v
+    }
+
+    /// The engine's descriptor numbers (locks and lingering ones).
+    pub fn lock_fds(&self) -> Vec<i32> {
+        let e = &self.engine;
+        let res = std::iter::once(&e.default).chain(&e.lockspaces);
+        res.flat_map(|ls| ls.resources.iter().map(|r| r.fd))
+            .chain(e.lingering.iter().map(|l| l.fd))
+            .collect()
+    }
+
     /// Every descriptor number the state names.
     pub fn fds(&self) -> Vec<i32> {
         let mut v: Vec<i32> = Vec::new();

@@ -11,7 +11,8 @@
 //!
 //! ```text
 //! "VMLKST01"  u32 pid  u64 start_time  u64 written_ns  u64 payload_len
-//! payload = u32 n_fds, i32 fd*, u32 n_servers, server*, lockspace::binfmt snapshot
+//! payload = u32 n, i32 socket_fd*, u32 n, i32 lock_fd*, u32 n_servers, server*,
+//!           lockspace::binfmt snapshot
 //! server  = str name, u64 max_clients, u64 next_client_id,
 //!           u32 n, (i32 fd, u8 unlink)*, u32 n, client*
 //! client  = u64 id, i64 conn_time, i32 fd, u8 has_lock,
@@ -68,8 +69,12 @@ pub fn encode(
             .map(|k| k.fd)
             .chain(s.clients.iter().map(|c| c.fd))
     });
-    w.len(server_fds.clone().count() + engine_fds.len());
-    for fd in server_fds.chain(engine_fds.iter().copied()) {
+    w.len(server_fds.clone().count());
+    for fd in server_fds {
+        w.i32(fd);
+    }
+    w.len(engine_fds.len());
+    for &fd in engine_fds {
         w.i32(fd);
     }
     w.len(servers.len());
@@ -178,19 +183,25 @@ pub fn check(buf: &[u8], me: (u32, u64)) -> Result<Checked<'_>, BinError> {
 }
 
 impl Checked<'_> {
-    /// Every descriptor number the state names.
-    pub fn fds(&self) -> Result<Vec<i32>, DecodeError> {
+    /// Every descriptor number the state names: the sockets (listeners and
+    /// clients), then the engine's lock descriptors.
+    pub fn fds(&self) -> Result<(Vec<i32>, Vec<i32>), DecodeError> {
         let mut r = Reader::new(self.payload);
-        let n = r.count(4)?;
-        (0..n).map(|_| r.i32()).collect()
+        let mut list = || {
+            let n = r.count(4)?;
+            (0..n).map(|_| r.i32()).collect::<Result<Vec<_>, _>>()
+        };
+        Ok((list()?, list()?))
     }
 
     /// The whole state.
     pub fn decode(&self) -> Result<State, DecodeError> {
         let mut r = Reader::new(self.payload);
-        let n = r.count(4)?;
-        for _ in 0..n {
-            r.i32()?;
+        for _ in 0..2 {
+            let n = r.count(4)?;
+            for _ in 0..n {
+                r.i32()?;
+            }
         }
         let n = r.count(20)?;
         let servers = (0..n)
@@ -342,7 +353,7 @@ mod tests {
         encode(
             who,
             &s.servers,
-            &[],
+            &[21, 22],
             |w| lockspace::binfmt::encode(w, &s.engine),
             0,
         )
@@ -363,8 +374,9 @@ mod tests {
         assert_eq!(back.servers, s.servers);
         assert_eq!(back.engine, s.engine);
         assert_eq!(back.magic, "77");
-        let fds = check(&bin, (77, 123_456)).unwrap().fds().unwrap();
-        assert_eq!(fds, s.fds());
+        let (sockets, locks) = check(&bin, (77, 123_456)).unwrap().fds().unwrap();
+        assert_eq!(sockets, s.fds());
+        assert_eq!(locks, [21, 22]);
     }
 
     #[test]

@@ -537,7 +537,7 @@ fn posix_resources_switch_to_stat_first() {
     assert!(!fx.engine.state().open_first(LockKind::Posix));
     let posix = Engine::new(EngineOptions {
         lock_kind: LockKind::Posix,
-        arbiter: None,
+        ..EngineOptions::default()
     });
     posix
         .acquire("", &fx.s("$D/disk"), 1, AcquireFlags::EXCLUSIVE)

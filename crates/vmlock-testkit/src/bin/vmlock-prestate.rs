@@ -75,8 +75,9 @@ fn binary_state(mode: &str) -> Vec<u8> {
     let pid = std::process::id();
     let start = vmlock_sys::process::start_time(pid as i32).unwrap_or_else(|e| fail("stat", e));
     let start = if mode == "foreign" { start + 1 } else { start };
-    // n_fds 0, n_servers 0, one lockspace (default, no resources), no lingering.
-    let payload: Vec<u8> = [0u32, 0, 1]
+    // No socket or lock fds, no servers, one lockspace (default, no
+    // resources), no lingering.
+    let payload: Vec<u8> = [0u32, 0, 0, 1]
         .iter()
         .flat_map(|n| n.to_le_bytes())
         .chain([0u8])
