@@ -14,7 +14,10 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
 
 use vmlock_sys::lock::LockKind;
 
@@ -56,6 +59,39 @@ impl Hasher for IdHasher {
 
 /// A map keyed by engine-chosen integers.
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes client-chosen names (lockspace paths, resource names) with
+/// foldhash under a secret seed: a few times cheaper than SipHash for
+/// short keys, and still keyed, so a client cannot aim names at one bucket
+/// without knowing the seed. The seed comes from the OS through std's
+/// `RandomState` (foldhash's own random state seeds from addresses and the
+/// clock only).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedState {
+    per_hasher: u64,
+    shared: SharedSeed,
+}
+
+impl Default for KeyedState {
+    fn default() -> Self {
+        let os = std::hash::RandomState::new();
+        KeyedState {
+            per_hasher: os.hash_one(1u8),
+            shared: SharedSeed::from_u64(os.hash_one(2u8)),
+        }
+    }
+}
+
+impl BuildHasher for KeyedState {
+    type Hasher = FoldHasher;
+
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher::with_seed(self.per_hasher, &self.shared)
+    }
+}
+
+/// A map keyed by client-chosen strings.
+pub(crate) type NameMap<K, V> = HashMap<K, V, KeyedState>;
 
 /// One acquire by one owner pid, through the key `names[via]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +165,9 @@ pub(crate) struct Gone {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub named: HashSet<String>,
+    pub named: HashSet<String, KeyedState>,
     pub resources: IdMap<u64, Resource>,
-    pub names: HashMap<Key, Slot>,
+    pub names: NameMap<Key, Slot>,
     /// File identities are the kernel's numbers, not a client's choice.
     pub idents: IdMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
@@ -255,10 +291,22 @@ impl State {
     /// reserved; consumes both reservations.
     pub(crate) fn commit(&mut self, res: Resource) {
         let ident = res.ident;
-        self.insert(res);
-        if let Some(entry) = self.idents.get_mut(&ident) {
-            entry.busy = entry.busy.saturating_sub(1);
+        let id = self.next_id();
+        self.posix_seen |= res.kind == LockKind::Posix;
+        for key in &res.names {
+            // Reserved (`Pending`) by `claim_name`: set in place, no copy
+            // of the key.
+            match self.names.get_mut(key) {
+                Some(slot) => *slot = Slot::Held(id),
+                None => {
+                    self.names.insert(key.clone(), Slot::Held(id));
+                }
+            }
         }
+        let entry = self.idents.entry(ident).or_default();
+        entry.held.push(id);
+        entry.busy = entry.busy.saturating_sub(1);
+        self.resources.insert(id, res);
     }
 
     /// A fresh resource id.
@@ -290,18 +338,6 @@ impl State {
         entry.held.push(id);
         self.resources.insert(id, res);
         dup
-    }
-
-    /// Inserts a resource under all its names and its identity.
-    pub(crate) fn insert(&mut self, res: Resource) -> u64 {
-        let id = self.next_id();
-        self.posix_seen |= res.kind == LockKind::Posix;
-        for key in &res.names {
-            self.names.insert(key.clone(), Slot::Held(id));
-        }
-        self.idents.entry(res.ident).or_default().held.push(id);
-        self.resources.insert(id, res);
-        id
     }
 
     /// RELEASE: removes one occurrence of `pid` (preferably one acquired
