@@ -261,7 +261,15 @@ impl Io<'_> {
             Reply::Ok(b) => b.as_slice(),
             Reply::Frame(v) => v.as_slice(),
         };
-        if self.stream.write_all(bytes).await.is_err() {
+        // Written at once as a rule (a reply is small, the socket's buffer
+        // has room); the future is only for a client that is not reading.
+        let sent = match self.stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return None,
+        };
+        let rest = bytes.get(sent..).unwrap_or_default();
+        if !rest.is_empty() && self.stream.write_all(rest).await.is_err() {
             return None;
         }
         Some(true)
