@@ -134,8 +134,44 @@ pub(crate) enum Slot {
 
 #[derive(Debug, Default)]
 pub(crate) struct IdentEntry {
-    pub held: Vec<u64>,
+    pub held: HeldIds,
     pub busy: u32,
+}
+
+/// The resources holding one file, in the order they were entered. Almost
+/// always one: the first id is kept inline, so acquiring and releasing a
+/// file allocates nothing here (more than one only comes from aliases
+/// libvirt allowed, restored after a re-exec).
+#[derive(Debug, Default)]
+pub(crate) struct HeldIds {
+    first: Option<u64>,
+    more: Vec<u64>,
+}
+
+impl HeldIds {
+    pub(crate) fn first(&self) -> Option<&u64> {
+        self.first.as_ref()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn push(&mut self, id: u64) {
+        if self.first.is_none() {
+            self.first = Some(id);
+        } else {
+            self.more.push(id);
+        }
+    }
+
+    /// Removes every occurrence of `id`, keeping the order of the rest.
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.more.retain(|&h| h != id);
+        if self.first == Some(id) {
+            self.first = (!self.more.is_empty()).then(|| self.more.remove(0));
+        }
+    }
 }
 
 /// A descriptor kept open only so that closing it cannot drop an inherited
@@ -416,7 +452,7 @@ impl State {
             self.names.remove(key);
         }
         let entry = self.idents.entry(res.ident).or_default();
-        entry.held.retain(|&h| h != id);
+        entry.held.remove(id);
         if !entry.held.is_empty() {
             self.lingering.push(Lingering {
                 ident: res.ident,
@@ -468,5 +504,34 @@ impl State {
 pub(crate) fn busy(name: &str) -> Error {
     Error::Busy {
         name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(h: &HeldIds) -> Vec<u64> {
+        h.first.iter().chain(h.more.iter()).copied().collect()
+    }
+
+    #[test]
+    fn held_ids_keep_their_order() {
+        let mut h = HeldIds::default();
+        assert!(h.is_empty() && h.first().is_none());
+        for id in [7, 3, 9, 3] {
+            h.push(id);
+        }
+        assert_eq!((h.first(), ids(&h)), (Some(&7), vec![7, 3, 9, 3]));
+        h.remove(3);
+        assert_eq!(ids(&h), [7, 9]);
+        h.remove(7);
+        assert_eq!((h.first(), ids(&h)), (Some(&9), vec![9]));
+        h.remove(1);
+        assert_eq!(ids(&h), [9]);
+        h.remove(9);
+        assert!(h.is_empty());
+        h.push(4);
+        assert_eq!(h.first(), Some(&4));
     }
 }
