@@ -128,7 +128,8 @@ impl Engine {
 
     /// Whether the lockspace exists (`""` always does).
     pub fn has_lockspace(&self, path: &str) -> bool {
-        self.state().has_lockspace(path)
+        // The default lockspace (every direct lease) needs no table lock.
+        path.is_empty() || self.state().has_lockspace(path)
     }
 
     /// CREATE_RESOURCE: touch the lease file (mode 0600, not locked).
