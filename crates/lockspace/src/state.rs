@@ -31,7 +31,7 @@ pub(crate) type Key = (String, String);
 /// one multiplication: they are never chosen by a client, so the DoS
 /// resistance of the default SipHash buys nothing, and a restore of
 /// thousands of locks hashes each several times. Client-chosen keys (names)
-/// keep the default hasher.
+/// use the keyed [`KeyedState`].
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
