@@ -136,7 +136,8 @@ impl Engine {
 
     /// Whether the lockspace exists (`""` always does).
     pub fn has_lockspace(&self, path: &str) -> bool {
-        self.state().has_lockspace(path)
+        // The default lockspace (every direct lease) needs no table lock.
+        path.is_empty() || self.state().has_lockspace(path)
     }
 
     /// CREATE_RESOURCE: touch the lease file (mode 0600, not locked).
@@ -233,10 +234,11 @@ impl Engine {
             key: Some(key),
             ident: None,
         };
+        // The path moves down into the resource: one allocation per acquire.
         if open_first {
-            return self.open_then_claim(&mut guard, &path, owner, flags);
+            return self.open_then_claim(&mut guard, path, owner, flags);
         }
-        self.stat_then_open(&mut guard, &path, owner, flags)
+        self.stat_then_open(&mut guard, path, owner, flags)
     }
 
     /// The classic order: the identity is reserved before the file is
@@ -245,14 +247,14 @@ impl Engine {
     fn stat_then_open(
         &self,
         guard: &mut Reservation<'_>,
-        path: &str,
+        path: String,
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
         let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
-        let pre = fsops::stat_ident(path).ok();
+        let pre = fsops::stat_ident(&path).ok();
         if let Some(ident) = pre {
             // Bind first: a guard in the match scrutinee would live on
             // into `join`, which takes the lock again.
@@ -289,19 +291,19 @@ impl Engine {
     fn open_then_claim(
         &self,
         guard: &mut Reservation<'_>,
-        path: &str,
+        path: String,
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
         let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
-        fsops::race_point("before_open", path);
-        let Ok(file) = fsops::open_resource(path, flags.autocreate, self.inherit_fds) else {
+        fsops::race_point("before_open", &path);
+        let Ok(file) = fsops::open_resource(&path, flags.autocreate, self.inherit_fds) else {
             return self.stat_then_open(guard, path, owner, flags);
         };
         let ident = fsops::file_ident(&file).map_err(|e| Error::Open {
-            path: path.to_owned(),
+            path: path.clone(),
             errno: Error::io(&e),
             create: flags.autocreate,
         })?;
@@ -313,15 +315,15 @@ impl Engine {
                 return self.join_reserved(guard, key, id, owner);
             }
         }
-        fsops::race_point("after_open", path);
-        self.lock_and_commit(guard, key, path.to_owned(), file, ident, owner, flags)
+        fsops::race_point("after_open", &path);
+        self.lock_and_commit(guard, key, path, file, ident, owner, flags)
     }
 
     /// Steps after the reservations: open, verify, lock, re-check, commit.
     fn open_and_lock(
         &self,
         guard: &mut Reservation<'_>,
-        path: &str,
+        path: String,
         pre: Option<Ident>,
         owner: u32,
         flags: AcquireFlags,
@@ -329,11 +331,11 @@ impl Engine {
         let Some(key) = guard.key else {
             return Ok(Step::Retry);
         };
-        fsops::race_point("before_open", path);
-        let file = fsops::open_resource(path, flags.autocreate, self.inherit_fds)?;
-        fsops::race_point("after_open", path);
+        fsops::race_point("before_open", &path);
+        let file = fsops::open_resource(&path, flags.autocreate, self.inherit_fds)?;
+        fsops::race_point("after_open", &path);
         let open_err = |e: std::io::Error| Error::Open {
-            path: path.to_owned(),
+            path: path.clone(),
             errno: Error::io(&e),
             create: flags.autocreate,
         };
@@ -350,7 +352,7 @@ impl Engine {
                 guard.ident = Some(ident);
             }
         }
-        self.lock_and_commit(guard, key, path.to_owned(), file, ident, owner, flags)
+        self.lock_and_commit(guard, key, path, file, ident, owner, flags)
     }
 
     /// Locks the opened file whose identity is reserved, re-checks an

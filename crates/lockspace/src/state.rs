@@ -14,7 +14,10 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+
+use foldhash::SharedSeed;
+use foldhash::fast::FoldHasher;
 
 use vmlock_sys::lock::LockKind;
 
@@ -28,7 +31,7 @@ pub(crate) type Key = (String, String);
 /// one multiplication: they are never chosen by a client, so the DoS
 /// resistance of the default SipHash buys nothing, and a restore of
 /// thousands of locks hashes each several times. Client-chosen keys (names)
-/// keep the default hasher.
+/// use the keyed [`KeyedState`].
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -56,6 +59,39 @@ impl Hasher for IdHasher {
 
 /// A map keyed by engine-chosen integers.
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes client-chosen names (lockspace paths, resource names) with
+/// foldhash under a secret seed: a few times cheaper than SipHash for
+/// short keys, and still keyed, so a client cannot aim names at one bucket
+/// without knowing the seed. The seed comes from the OS through std's
+/// `RandomState` (foldhash's own random state seeds from addresses and the
+/// clock only).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedState {
+    per_hasher: u64,
+    shared: SharedSeed,
+}
+
+impl Default for KeyedState {
+    fn default() -> Self {
+        let os = std::hash::RandomState::new();
+        KeyedState {
+            per_hasher: os.hash_one(1u8),
+            shared: SharedSeed::from_u64(os.hash_one(2u8)),
+        }
+    }
+}
+
+impl BuildHasher for KeyedState {
+    type Hasher = FoldHasher;
+
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher::with_seed(self.per_hasher, &self.shared)
+    }
+}
+
+/// A map keyed by client-chosen strings.
+pub(crate) type NameMap<K, V> = HashMap<K, V, KeyedState>;
 
 /// One acquire by one owner pid, through the key `names[via]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +134,44 @@ pub(crate) enum Slot {
 
 #[derive(Debug, Default)]
 pub(crate) struct IdentEntry {
-    pub held: Vec<u64>,
+    pub held: HeldIds,
     pub busy: u32,
+}
+
+/// The resources holding one file, in the order they were entered. Almost
+/// always one: the first id is kept inline, so acquiring and releasing a
+/// file allocates nothing here (more than one only comes from aliases
+/// libvirt allowed, restored after a re-exec).
+#[derive(Debug, Default)]
+pub(crate) struct HeldIds {
+    first: Option<u64>,
+    more: Vec<u64>,
+}
+
+impl HeldIds {
+    pub(crate) fn first(&self) -> Option<&u64> {
+        self.first.as_ref()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    pub(crate) fn push(&mut self, id: u64) {
+        if self.first.is_none() {
+            self.first = Some(id);
+        } else {
+            self.more.push(id);
+        }
+    }
+
+    /// Removes every occurrence of `id`, keeping the order of the rest.
+    pub(crate) fn remove(&mut self, id: u64) {
+        self.more.retain(|&h| h != id);
+        if self.first == Some(id) {
+            self.first = (!self.more.is_empty()).then(|| self.more.remove(0));
+        }
+    }
 }
 
 /// A descriptor kept open only so that closing it cannot drop an inherited
@@ -129,9 +201,9 @@ pub(crate) struct Gone {
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub named: HashSet<String>,
+    pub named: HashSet<String, KeyedState>,
     pub resources: IdMap<u64, Resource>,
-    pub names: HashMap<Key, Slot>,
+    pub names: NameMap<Key, Slot>,
     /// File identities are the kernel's numbers, not a client's choice.
     pub idents: IdMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
@@ -255,10 +327,22 @@ impl State {
     /// reserved; consumes both reservations.
     pub(crate) fn commit(&mut self, res: Resource) {
         let ident = res.ident;
-        self.insert(res);
-        if let Some(entry) = self.idents.get_mut(&ident) {
-            entry.busy = entry.busy.saturating_sub(1);
+        let id = self.next_id();
+        self.posix_seen |= res.kind == LockKind::Posix;
+        for key in &res.names {
+            // Reserved (`Pending`) by `claim_name`: set in place, no copy
+            // of the key.
+            match self.names.get_mut(key) {
+                Some(slot) => *slot = Slot::Held(id),
+                None => {
+                    self.names.insert(key.clone(), Slot::Held(id));
+                }
+            }
         }
+        let entry = self.idents.entry(ident).or_default();
+        entry.held.push(id);
+        entry.busy = entry.busy.saturating_sub(1);
+        self.resources.insert(id, res);
     }
 
     /// A fresh resource id.
@@ -290,18 +374,6 @@ impl State {
         entry.held.push(id);
         self.resources.insert(id, res);
         dup
-    }
-
-    /// Inserts a resource under all its names and its identity.
-    pub(crate) fn insert(&mut self, res: Resource) -> u64 {
-        let id = self.next_id();
-        self.posix_seen |= res.kind == LockKind::Posix;
-        for key in &res.names {
-            self.names.insert(key.clone(), Slot::Held(id));
-        }
-        self.idents.entry(res.ident).or_default().held.push(id);
-        self.resources.insert(id, res);
-        id
     }
 
     /// RELEASE: removes one occurrence of `pid` (preferably one acquired
@@ -380,7 +452,7 @@ impl State {
             self.names.remove(key);
         }
         let entry = self.idents.entry(res.ident).or_default();
-        entry.held.retain(|&h| h != id);
+        entry.held.remove(id);
         if !entry.held.is_empty() {
             self.lingering.push(Lingering {
                 ident: res.ident,
@@ -432,5 +504,34 @@ impl State {
 pub(crate) fn busy(name: &str) -> Error {
     Error::Busy {
         name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(h: &HeldIds) -> Vec<u64> {
+        h.first.iter().chain(h.more.iter()).copied().collect()
+    }
+
+    #[test]
+    fn held_ids_keep_their_order() {
+        let mut h = HeldIds::default();
+        assert!(h.is_empty() && h.first().is_none());
+        for id in [7, 3, 9, 3] {
+            h.push(id);
+        }
+        assert_eq!((h.first(), ids(&h)), (Some(&7), vec![7, 3, 9, 3]));
+        h.remove(3);
+        assert_eq!(ids(&h), [7, 9]);
+        h.remove(7);
+        assert_eq!((h.first(), ids(&h)), (Some(&9), vec![9]));
+        h.remove(1);
+        assert_eq!(ids(&h), [9]);
+        h.remove(9);
+        assert!(h.is_empty());
+        h.push(4);
+        assert_eq!(h.first(), Some(&4));
     }
 }

@@ -69,6 +69,28 @@ pub struct Message {
 /// (libvirt's server reads it for no other type; a REPLY_WITH_FDS sent to a
 /// server is routed, and dropped, like any other non-call).
 pub fn parse_body(body: &[u8]) -> Result<Message, FrameError> {
+    let m = parse_body_ref(body)?;
+    Ok(Message {
+        header: m.header,
+        num_fds: m.num_fds,
+        payload: m.payload.to_vec(),
+    })
+}
+
+/// A received message borrowing its payload from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// The decoded header.
+    pub header: Header,
+    /// The announced fd count for `*_WITH_FDS` types, else 0.
+    pub num_fds: u32,
+    /// The XDR payload after the header (and fd count).
+    pub payload: &'a [u8],
+}
+
+/// [`parse_body`] without copying the payload: what a server uses on its
+/// request path.
+pub fn parse_body_ref(body: &[u8]) -> Result<MessageRef<'_>, FrameError> {
     if body.len() < HEADER_LEN {
         return Err(FrameError::ShortHeader(body.len()));
     }
@@ -84,10 +106,10 @@ pub fn parse_body(body: &[u8]) -> Result<Message, FrameError> {
     } else {
         0
     };
-    Ok(Message {
+    Ok(MessageRef {
         header,
         num_fds,
-        payload: d.rest().to_vec(),
+        payload: d.rest(),
     })
 }
 

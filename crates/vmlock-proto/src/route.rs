@@ -17,6 +17,7 @@
 use crate::error::WireError;
 use crate::frame::{encode_frame, encode_message};
 use crate::header::{Header, Status};
+use crate::limits::{HEADER_LEN, LEN_WORD};
 use crate::{admin, keepalive, lock};
 
 /// What to do with a keepalive MESSAGE.
@@ -115,6 +116,29 @@ pub fn reply_error(req: &Header, e: &WireError) -> Vec<u8> {
 /// The 28-byte success reply to `req` (every lock procedure returns `void`).
 pub fn reply_ok(req: &Header) -> Vec<u8> {
     encode_frame(&req.reply_to(Status::Ok), &[])
+}
+
+/// Length of [`reply_ok_frame`]: the length word and a header.
+pub const REPLY_OK_LEN: usize = LEN_WORD + HEADER_LEN;
+
+/// [`reply_ok`] as a fixed-size array, built without allocating (the
+/// request path answers every successful call with it).
+pub fn reply_ok_frame(req: &Header) -> [u8; REPLY_OK_LEN] {
+    let h = req.reply_to(Status::Ok);
+    let words = [
+        REPLY_OK_LEN as u32,
+        h.prog,
+        h.vers,
+        h.proc_ as u32,
+        h.mtype.to_i32() as u32,
+        h.serial,
+        h.status.to_i32() as u32,
+    ];
+    let mut out = [0u8; REPLY_OK_LEN];
+    for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&w.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -237,6 +261,13 @@ mod tests {
         let req = lock_call(1);
         let ok = reply_ok(&req);
         assert_eq!(ok.len(), 28);
+        for serial in [0, 5, 0x8000_0001, u32::MAX] {
+            let r = Header {
+                serial,
+                ..lock_call(7)
+            };
+            assert_eq!(reply_ok_frame(&r).as_slice(), reply_ok(&r).as_slice());
+        }
         assert_eq!(&ok[16..20], &[0, 0, 0, 1]);
         let err = reply_error(&req, &WireError::payload_decode());
         let hdr = Header::decode(&err[4..]).expect("valid header");

@@ -154,6 +154,7 @@ impl Daemon {
         let mut pause = Duration::from_millis(2);
         loop {
             if RawConn::connect(&self.socket_path()).is_ok() {
+                self.wait_admin();
                 return Ok(());
             }
             if let Some(st) = self.try_status() {
@@ -174,6 +175,17 @@ impl Daemon {
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Both daemons bind the admin socket just after the main one: a test
+    /// that talks to it right after start could otherwise meet a path that
+    /// does not accept yet. Waits a little for it (a daemon started with
+    /// only the main socket, by socket activation, simply has none).
+    fn wait_admin(&self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while RawConn::connect(&self.admin_socket_path()).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

@@ -17,7 +17,10 @@
 //! a crowd of clients each sending a 32 MiB frame cannot exhaust memory
 //! (and get the daemon, with every lock, OOM-killed).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -109,9 +112,11 @@ pub async fn serve(
     mut unread: Vec<u8>,
     mut mode: watch::Receiver<Mode>,
 ) -> End {
+    // A second receiver, only ever asked `has_changed` (one atomic load):
+    // the first one's `changed` future is polled once per mode change to
+    // register the wake-up, not on every read (each poll takes a lock).
+    let mut probe = mode.clone();
     loop {
-        // One `changed` future per mode change, not one per read: creating
-        // and dropping it registers and unregisters a waiter every time.
         let changed = {
             let changed = mode.changed();
             tokio::pin!(changed);
@@ -124,7 +129,7 @@ pub async fn serve(
                     held: 0,
                 },
             };
-            let r = io.serve_until(&ctx, kind, changed).await;
+            let r = io.serve_until(&ctx, kind, changed, &probe).await;
             // A parked buffer is small again or goes with the connection.
             drop(io);
             r
@@ -132,8 +137,9 @@ pub async fn serve(
         let Some(changed) = changed else {
             break;
         };
+        probe.mark_unchanged();
         let m = if changed {
-            *mode.borrow()
+            *mode.borrow_and_update()
         } else {
             Mode::Shutdown
         };
@@ -162,11 +168,13 @@ impl Io<'_> {
         &mut self,
         ctx: &Arc<Ctx>,
         kind: ServerKind,
-        mut changed: std::pin::Pin<&mut F>,
+        mut changed: Pin<&mut F>,
+        probe: &watch::Receiver<Mode>,
     ) -> Option<bool>
     where
-        F: std::future::Future<Output = Result<(), watch::error::RecvError>>,
+        F: Future<Output = Result<(), watch::error::RecvError>>,
     {
+        let mut armed = false;
         loop {
             while self.serve_one(ctx, kind).await? {}
             if self.unread.capacity() - self.unread.len() < 4096 {
@@ -183,22 +191,53 @@ impl Io<'_> {
                 }
                 return None;
             }
-            tokio::select! {
-                biased;
-                c = &mut changed => return Some(c.is_ok()),
-                r = self.stream.read_buf(self.unread) => match r {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
+            match self.wait(changed.as_mut(), probe, &mut armed).await {
+                Wake::Mode(alive) => return Some(alive),
+                Wake::Read(Ok(0) | Err(_)) => return None,
+                Wake::Read(Ok(_)) => {}
             }
         }
+    }
+
+    /// Waits for bytes or a mode change, the mode first. `changed` is
+    /// polled until it has registered this task's waker (`armed`); after
+    /// that a mode change still wakes the task and `probe` tells.
+    async fn wait<F>(
+        &mut self,
+        mut changed: Pin<&mut F>,
+        probe: &watch::Receiver<Mode>,
+        armed: &mut bool,
+    ) -> Wake
+    where
+        F: Future<Output = Result<(), watch::error::RecvError>>,
+    {
+        std::future::poll_fn(|cx| {
+            match probe.has_changed() {
+                Ok(false) => {}
+                Ok(true) => return Poll::Ready(Wake::Mode(true)),
+                Err(_) => return Poll::Ready(Wake::Mode(false)),
+            }
+            let read = self.stream.read_buf(self.unread);
+            tokio::pin!(read);
+            if let Poll::Ready(r) = read.poll(cx) {
+                return Poll::Ready(Wake::Read(r));
+            }
+            if !*armed {
+                if let Poll::Ready(c) = changed.as_mut().poll(cx) {
+                    return Poll::Ready(Wake::Mode(c.is_ok()));
+                }
+                *armed = true;
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Answers the frame at the front of the buffer: `Some(true)` if one
     /// was served, `Some(false)` if more bytes are needed, `None` to close.
     async fn serve_one(&mut self, ctx: &Arc<Ctx>, kind: ServerKind) -> Option<bool> {
         let s = &mut *self.session;
-        let body = match take_frame(self.unread) {
+        let len = match frame_len(self.unread) {
             Err(why) => {
                 if BAD_FRAME_LOG.allow() {
                     warn!(client = s.id, pid = s.peer_pid, "closing connection: {why}");
@@ -206,19 +245,53 @@ impl Io<'_> {
                 return None;
             }
             Ok(None) => return Some(false),
-            Ok(Some(body)) => body,
+            Ok(Some(len)) => len,
         };
-        let Some(reply) = handle(ctx, kind, s, &body).await else {
+        // The frame is handled where it lies and consumed afterwards.
+        let body = self.unread.get(4..4 + len).unwrap_or_default();
+        let Some(reply) = handle(ctx, kind, s, body).await else {
             if BAD_FRAME_LOG.allow() {
                 warn!(client = s.id, "closing connection: short header");
             }
             return None;
         };
-        if !reply.is_empty() && self.stream.write_all(&reply).await.is_err() {
+        consume(self.unread, 4 + len);
+        let bytes = match &reply {
+            Reply::Nothing => return Some(true),
+            Reply::Ok(b) => b.as_slice(),
+            Reply::Frame(v) => v.as_slice(),
+        };
+        // Written at once as a rule (a reply is small, the socket's buffer
+        // has room); the future is only for a client that is not reading.
+        let sent = match self.stream.try_write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => return None,
+        };
+        let rest = bytes.get(sent..).unwrap_or_default();
+        if !rest.is_empty() && self.stream.write_all(rest).await.is_err() {
             return None;
         }
         Some(true)
     }
+}
+
+/// What woke [`Io::wait`].
+enum Wake {
+    /// The mode changed (`false`: its sender is gone).
+    Mode(bool),
+    /// A read finished.
+    Read(std::io::Result<usize>),
+}
+
+/// The answer to one frame.
+enum Reply {
+    /// Write nothing.
+    Nothing,
+    /// The 28-byte success reply, built without allocating.
+    Ok([u8; route::REPLY_OK_LEN]),
+    /// Any other frame.
+    Frame(Vec<u8>),
 }
 
 fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {
@@ -235,42 +308,44 @@ fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {
     }
 }
 
-/// Splits one complete frame body (without the length word) off the front
-/// of `buf`, `Ok(None)` if more bytes are needed, `Err` if the connection
-/// must be closed.
-fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, frame::FrameError> {
+/// The body length of the complete frame at the front of `buf` (without
+/// the length word), `Ok(None)` if more bytes are needed, `Err` if the
+/// connection must be closed.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, frame::FrameError> {
     let Some(word) = buf.first_chunk::<4>() else {
         return Ok(None);
     };
     let len = frame::body_len(*word)?;
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let body = buf[4..4 + len].to_vec();
-    buf.drain(..4 + len);
+    Ok((buf.len() >= 4 + len).then_some(len))
+}
+
+/// Drops the first `n` (handled) bytes; a buffer grown for a big frame
+/// shrinks back.
+fn consume(buf: &mut Vec<u8>, n: usize) {
+    buf.drain(..n.min(buf.len()));
     if buf.capacity() > RETAIN_MAX && buf.len() < RETAIN_MAX {
         buf.shrink_to(READ_CHUNK.max(buf.len()));
     }
-    Ok(Some(body))
 }
 
 /// Handles one frame body; `None` closes the connection (short header),
 /// an empty reply writes nothing.
-async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) -> Option<Vec<u8>> {
-    let msg = frame::parse_body(body).ok()?;
+async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) -> Option<Reply> {
+    let msg = frame::parse_body_ref(body).ok()?;
     let h = msg.header;
-    match route::route(&h, kind.programs()) {
-        Route::Drop | Route::Keepalive(KeepaliveAction::Ignore) => Some(Vec::new()),
-        Route::Keepalive(KeepaliveAction::Pong) => Some(keepalive::pong()),
-        Route::Reply(err) => Some(route::reply_error(&h, &err)),
-        Route::Lock(p) => Some(lock_call(ctx, s, &h, p, &msg.payload).await),
+    let reply = match route::route(&h, kind.programs()) {
+        Route::Drop | Route::Keepalive(KeepaliveAction::Ignore) => Reply::Nothing,
+        Route::Keepalive(KeepaliveAction::Pong) => Reply::Frame(keepalive::pong()),
+        Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
+        Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
         // The admin program is not served yet (see ServerKind::programs), so
         // the router never yields it; answer as for an unknown program anyway.
-        Route::Admin(_) => Some(route::reply_error(
+        Route::Admin(_) => Reply::Frame(route::reply_error(
             &h,
             &WireError::unknown_program(h.prog, h.vers),
         )),
-    }
+    };
+    Some(reply)
 }
 
 async fn lock_call(
@@ -279,16 +354,19 @@ async fn lock_call(
     h: &Header,
     p: lock::Procedure,
     payload: &[u8],
-) -> Vec<u8> {
+) -> Reply {
     let call = match lock::decode_call_lenient(p, payload) {
         Ok(c) => c,
         Err(e) => {
             debug!(client = s.id, "undecodable payload: {e}");
-            return route::reply_error(h, &WireError::rpc("Unable to decode message payload"));
+            return Reply::Frame(route::reply_error(
+                h,
+                &WireError::rpc("Unable to decode message payload"),
+            ));
         }
     };
     match session::dispatch(&ctx.shared, s, call).await {
-        Ok(()) => route::reply_ok(h),
+        Ok(()) => Reply::Ok(route::reply_ok_frame(h)),
         Err(e) => {
             debug!(
                 client = s.id,
@@ -296,7 +374,7 @@ async fn lock_call(
                 "{}",
                 e.message.as_deref().unwrap_or("")
             );
-            route::reply_error(h, &e)
+            Reply::Frame(route::reply_error(h, &e))
         }
     }
 }
@@ -326,4 +404,37 @@ pub async fn close(ctx: &Arc<Ctx>, kind: ServerKind, s: Session) {
         return;
     };
     ctx.spawn_termination(pid, pidfd);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_len_waits_for_the_whole_frame() {
+        assert_eq!(frame_len(&[]), Ok(None));
+        assert_eq!(frame_len(&[0, 0, 0]), Ok(None));
+        let mut buf = vec![0, 0, 0, 8, 1, 2, 3];
+        assert_eq!(frame_len(&buf), Ok(None));
+        buf.push(4);
+        assert_eq!(frame_len(&buf), Ok(Some(4)));
+        buf.extend_from_slice(&[0, 0]);
+        assert_eq!(frame_len(&buf), Ok(Some(4)), "bytes of the next frame");
+        assert!(frame_len(&[0, 0, 0, 3]).is_err());
+        assert!(frame_len(&[0xff; 4]).is_err());
+    }
+
+    #[test]
+    fn consume_keeps_the_rest_and_shrinks_big_buffers() {
+        let mut buf = vec![0, 0, 0, 5, 9, 7, 7];
+        consume(&mut buf, 5);
+        assert_eq!(buf, [7, 7]);
+        let mut big = Vec::with_capacity(2 * RETAIN_MAX);
+        big.resize(RETAIN_MAX + 10, 1u8);
+        consume(&mut big, RETAIN_MAX);
+        assert_eq!(big.len(), 10);
+        assert!(big.capacity() <= RETAIN_MAX, "shrunk: {}", big.capacity());
+        consume(&mut big, 100);
+        assert!(big.is_empty());
+    }
 }
