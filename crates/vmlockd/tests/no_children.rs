@@ -1,0 +1,62 @@
+//! vmlockd keeps its lock descriptors inheritable (`EngineOptions::
+//! inherit_fds`), which is sound only while the daemon runs no program but
+//! its own next image: a child would inherit every lock descriptor and keep
+//! each OFD lock alive after its release. This scans the daemon's and the
+//! engine's sources (up to their test modules) for ways to start one.
+
+use std::path::Path;
+
+/// Ways to start another program; the re-exec goes through
+/// `vmlock_sys::process::{exec_file, exec_no_shell}` only.
+const FORBIDDEN: &[&str] = &[
+    "Command::new",
+    "process::Command",
+    "libc::system",
+    "libc::execv",
+    "libc::fork",
+    "posix_spawn",
+    "exec_no_shell(",
+    "exec_file(",
+];
+
+fn production_code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("read source");
+    match text.find("#[cfg(test)]") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_daemon_starts_no_other_program() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources(&root.join("src"), &mut files);
+    sources(&root.join("../lockspace/src"), &mut files);
+    assert!(files.len() > 20, "sources found: {files:?}");
+    let mut execs = 0;
+    for f in &files {
+        let code = production_code(f);
+        for pat in FORBIDDEN {
+            let n = code.matches(pat).count();
+            // The one exec: reexec.rs hands over to the next image.
+            if f.ends_with("reexec.rs") && pat.starts_with("exec_") {
+                execs += n;
+                continue;
+            }
+            assert_eq!(n, 0, "{} uses {pat}", f.display());
+        }
+    }
+    assert_eq!(execs, 2, "reexec.rs: exec_file and exec_no_shell, once each");
+}
