@@ -248,21 +248,25 @@ pub fn pidfd_wait_any(
         .collect())
 }
 
+/// Where `argv0` may be: itself when it has a slash, else each directory of
+/// `PATH` (default `/usr/bin:/bin`) joined with it, as `execvp` looks.
+fn program_candidates(argv0: &std::ffi::OsStr) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if argv0.as_bytes().contains(&b'/') {
+        return vec![argv0.into()];
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(argv0))
+        .collect()
+}
+
 /// Opens the program `argv0` names for reading (close-on-exec), searched in
 /// `PATH` as [`exec_no_shell`] searches it, so that it can be inspected and
 /// then run with [`exec_file`] — the very file inspected.
 pub fn open_program(argv0: &std::ffi::OsStr) -> io::Result<std::fs::File> {
-    use std::os::unix::ffi::OsStrExt;
-    let candidates: Vec<std::path::PathBuf> = if argv0.as_bytes().contains(&b'/') {
-        vec![argv0.into()]
-    } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path)
-            .map(|d| d.join(argv0))
-            .collect()
-    };
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
-    for c in candidates {
+    for c in program_candidates(argv0) {
         match std::fs::File::open(&c) {
             Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => return Ok(f),
             Ok(_) => last = io::Error::from_raw_os_error(libc::EACCES),
@@ -343,16 +347,8 @@ pub fn exec_no_shell(argv: &[std::ffi::OsString]) -> io::Error {
     };
     let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let candidates: Vec<std::path::PathBuf> = if first.as_bytes().contains(&b'/') {
-        vec![first.into()]
-    } else {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-        std::env::split_paths(&path)
-            .map(|d| d.join(first))
-            .collect()
-    };
     let mut last = io::Error::from_raw_os_error(libc::ENOENT);
-    for c in candidates {
+    for c in program_candidates(first) {
         let Ok(prog) = cstr(c.as_os_str()) else {
             continue;
         };
