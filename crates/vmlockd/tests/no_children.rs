@@ -58,5 +58,8 @@ fn the_daemon_starts_no_other_program() {
             assert_eq!(n, 0, "{} uses {pat}", f.display());
         }
     }
-    assert_eq!(execs, 2, "reexec.rs: exec_file and exec_no_shell, once each");
+    assert_eq!(
+        execs, 2,
+        "reexec.rs: exec_file and exec_no_shell, once each"
+    );
 }
