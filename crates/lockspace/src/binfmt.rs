@@ -229,7 +229,13 @@ fn resource(r: &mut Reader<'_>, dir: Option<&str>) -> Result<ResourceSnap, Decod
     let name = r.string()?;
     let bits = r.u8()?;
     let path = match dir {
-        Some(d) if bits & PATH_IN_DIR != 0 => format!("{d}/{name}"),
+        Some(d) if bits & PATH_IN_DIR != 0 => {
+            let mut p = String::with_capacity(d.len() + 1 + name.len());
+            p.push_str(d);
+            p.push('/');
+            p.push_str(&name);
+            p
+        }
         _ if bits & PATH_IN_DIR != 0 => return Err(DecodeError("path in no directory")),
         _ => r.string()?,
     };
