@@ -1,5 +1,7 @@
-//! Entry point shared by the cargo-fuzz target `read_state` in `/fuzz` and the corpus
-//! replay test: the re-exec state reader ([`crate::state::parse`]) over untrusted bytes.
+//! Entry points shared by the cargo-fuzz targets `read_state` and `read_statebin` in
+//! `/fuzz` and the corpus replay tests: the re-exec state readers (virtlockd's JSON,
+//! [`crate::state::parse`], and vmlockd's binary state, [`crate::statebin`]) over
+//! untrusted bytes.
 //!
 //! A panic is a finding. Checked for every input:
 //! * the reader never panics (bytes that are not UTF-8 are refused before it, as
@@ -15,6 +17,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use crate::state::{self, ServerRef, State};
+use crate::statebin;
 
 /// Reads `data` as a re-exec state file and checks the reader's and writer's invariants.
 pub fn fuzz_entry_read_state(data: &[u8]) {
@@ -38,6 +41,36 @@ pub fn fuzz_entry_read_state(data: &[u8]) {
         .to_json()
         .unwrap_or_else(|e| panic!("cannot write back: {e}"));
     assert_eq!(json2, json, "writer is not a fixed point");
+}
+
+/// Reads `data` as a binary re-exec state, twice: as a whole file (header, length and
+/// checksum checks, with the writer the header names) and as a bare payload (the
+/// fuzzer cannot forge checksums, so this is where the decoder is reached). Whatever
+/// decodes is bounded by the input, and is written back and read back equal.
+pub fn fuzz_entry_read_statebin(data: &[u8]) {
+    if let Ok(h) = statebin::header(data) {
+        let _ = statebin::check(data, (h.pid, h.start_time)).map(|c| c.decode());
+    }
+    let Ok(first) = statebin::decode_payload(data, 7) else {
+        return;
+    };
+    check_sizes(&first, data.len());
+    let origin = statebin::Origin {
+        pid: 7,
+        start_time: 99,
+        written_ns: 5,
+    };
+    let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &first.engine);
+    let bin = statebin::encode(origin, &first.servers, &first.lock_fds(), engine, 0);
+    let checked = statebin::check(&bin, (7, 99)).unwrap_or_else(|e| panic!("our file: {e}"));
+    let (sockets, locks) = checked.fds().expect("fd lists");
+    assert_eq!(sockets, first.socket_fds());
+    assert_eq!(locks, first.lock_fds());
+    let again = checked
+        .decode()
+        .unwrap_or_else(|e| panic!("reads back: {e}"));
+    assert_eq!(again.servers, first.servers, "servers changed");
+    assert_eq!(again.engine, first.engine, "engine changed");
 }
 
 /// Every part of the state is bounded by the input length `n`.
@@ -95,5 +128,30 @@ mod tests {
             fuzz_entry_read_state(data);
         }
         fuzz_entry_read_state(REAL.as_bytes());
+    }
+
+    #[test]
+    fn statebin_entry_accepts_short_broken_and_real_input() {
+        for data in [&b""[..], b"VMLKST01", &[0u8; 40], &[0xff; 64]] {
+            fuzz_entry_read_statebin(data);
+        }
+        // A real payload: the JSON fixture's state, encoded.
+        let s = state::parse(REAL).expect("fixture");
+        let origin = statebin::Origin {
+            pid: 1,
+            start_time: 2,
+            written_ns: 3,
+        };
+        let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &s.engine);
+        let bin = statebin::encode(origin, &s.servers, &s.lock_fds(), engine, 0);
+        fuzz_entry_read_statebin(&bin);
+        let payload = bin.get(36..bin.len() - 8).expect("payload");
+        assert_eq!(
+            statebin::decode_payload(payload, 1)
+                .expect("decodes")
+                .servers,
+            s.servers
+        );
+        fuzz_entry_read_statebin(payload);
     }
 }

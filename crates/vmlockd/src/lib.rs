@@ -29,7 +29,7 @@ pub mod state;
 pub mod statebin;
 
 #[doc(hidden)]
-pub use fuzzing::fuzz_entry_read_state;
+pub use fuzzing::{fuzz_entry_read_state, fuzz_entry_read_statebin};
 
 use std::ffi::OsString;
 use std::path::Path;

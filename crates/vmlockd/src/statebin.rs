@@ -196,27 +196,32 @@ impl Checked<'_> {
 
     /// The whole state.
     pub fn decode(&self) -> Result<State, DecodeError> {
-        let mut r = Reader::new(self.payload);
-        for _ in 0..2 {
-            let n = r.count(4)?;
-            for _ in 0..n {
-                r.i32()?;
-            }
-        }
-        let n = r.count(20)?;
-        let servers = (0..n)
-            .map(|_| server(&mut r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let engine = lockspace::binfmt::decode(&mut r)?;
-        if r.remaining() != 0 {
-            return Err(DecodeError("trailing bytes"));
-        }
-        Ok(State {
-            servers,
-            engine,
-            magic: self.origin.pid.to_string(),
-        })
+        decode_payload(self.payload, self.origin.pid)
     }
+}
+
+/// Decodes a payload (what [`check`] verified) written by `pid`.
+pub(crate) fn decode_payload(payload: &[u8], pid: u32) -> Result<State, DecodeError> {
+    let mut r = Reader::new(payload);
+    for _ in 0..2 {
+        let n = r.count(4)?;
+        for _ in 0..n {
+            r.i32()?;
+        }
+    }
+    let n = r.count(20)?;
+    let servers = (0..n)
+        .map(|_| server(&mut r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let engine = lockspace::binfmt::decode(&mut r)?;
+    if r.remaining() != 0 {
+        return Err(DecodeError("trailing bytes"));
+    }
+    Ok(State {
+        servers,
+        engine,
+        magic: pid.to_string(),
+    })
 }
 
 /// [`check`] and [`Checked::decode`] in one.

@@ -1,4 +1,5 @@
-//! Replays the saved cargo-fuzz corpus of `read_state` (`/fuzz/corpus/read_state/`) and the
+//! Replays the saved cargo-fuzz corpora of `read_state` and `read_statebin`
+//! (`/fuzz/corpus/<target>/`) and the
 //! real virtlockd 9.0 state file through the entry point the fuzz target calls, so
 //! stable-only CI checks every input the fuzzer found interesting; plus regression tests
 //! for what the fuzzer found.
@@ -6,12 +7,17 @@
 use std::path::Path;
 
 use vmlock_testkit::corpus::{corpus, replay};
-use vmlockd::fuzz_entry_read_state;
 use vmlockd::state;
+use vmlockd::{fuzz_entry_read_state, fuzz_entry_read_statebin};
 
 #[test]
 fn read_state_corpus() {
     replay(&corpus("read_state"), fuzz_entry_read_state);
+}
+
+#[test]
+fn read_statebin_corpus() {
+    replay(&corpus("read_statebin"), fuzz_entry_read_statebin);
 }
 
 #[test]
