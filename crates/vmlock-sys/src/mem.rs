@@ -105,8 +105,10 @@ impl HeapWarmer {
         HeapWarmer::reset();
     }
 
-    /// Puts glibc's defaults back (after [`HeapWarmer::prepare`] without a
-    /// [`HeapWarmer::spawn_after`]) and returns the unused top of the heap.
+    /// Puts glibc's default values back (after [`HeapWarmer::prepare`]
+    /// without a [`HeapWarmer::spawn_after`]) and returns the unused top of
+    /// the heap. (Setting the mmap threshold once turns glibc's dynamic
+    /// adjustment of it off: blocks over 128 KiB stay mapped on their own.)
     pub fn reset() {
         mallopt(libc::M_TOP_PAD, DEFAULT_TOP_PAD);
         mallopt(libc::M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD);

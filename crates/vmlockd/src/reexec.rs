@@ -193,7 +193,7 @@ fn take_binary(
     // Restoring touches about 16 bytes of fresh memory per byte of state:
     // have the heap grow once by that much (see vmlock_sys::mem).
     let size = std::fs::symlink_metadata(&bin_path).map_or(0, |m| m.len());
-    let warm = usize::try_from(size.saturating_mul(16)).unwrap_or(usize::MAX);
+    let warm = usize::try_from(size.saturating_mul(16).min(1 << 30)).unwrap_or(1 << 30);
     if size > 0 {
         vmlock_sys::mem::HeapWarmer::prepare(warm);
     }
