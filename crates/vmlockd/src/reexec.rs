@@ -5,18 +5,24 @@
 //! ───────────────────                          ────────────────────
 //! connections park at a frame boundary         take_inherited(): first thing in main,
 //! listeners stop accepting                       before any file is opened:
-//! state = servers + clients + engine snapshot    open state file O_NOFOLLOW, read, unlink
-//! write <state>.tmp (0600, O_EXCL|O_NOFOLLOW)    parse; magic == our pid? else close the
-//!   → rename over the state file                   stale descriptors, fresh start
-//! clear FD_CLOEXEC on exactly those fds          adopt every named descriptor
-//! execv(argv[0], argv) (PATH, no sh fallback) ─► restore(): engine from its snapshot,
+//! open argv[0]'s program; its ELF note says    a binary state of this process instance
+//!   whether it reads our binary state            (pid + start time, checksum)? adopt
+//! state = servers + clients + engine             its descriptors on a second thread
+//!   binary (vmlockd-restart-exec.bin) or         while this one decodes; else the JSON:
+//!   virtlockd's JSON, to <file>.tmp (0600,       O_NOFOLLOW, read, unlink, parse;
+//!   O_EXCL|O_NOFOLLOW) → rename                  magic == our pid? else close the
+//! clear FD_CLOEXEC on the sockets (lock          stale descriptors, fresh start
+//!   descriptors never have it)
+//! execveat(that file) / execv(argv[0]) ──────► restore(): engine from its snapshot,
 //!   exec failed? set FD_CLOEXEC again,             listeners, clients (credentials read
 //!   delete the file, keep serving                  again; a dead peer just reads EOF and
 //!                                                  its locks are released normally)
 //!                                                take the pid file again, READY=1
 //! ```
-//! The format is virtlockd 9.0's, so libvirt's virtlockd can be upgraded to
-//! vmlockd this way and vmlockd rolled back to virtlockd.
+//! The JSON is virtlockd 9.0's format, so libvirt's virtlockd can be
+//! upgraded to vmlockd this way and vmlockd rolled back to virtlockd; the
+//! binary state (`statebin.rs`) goes only to a program that declares it
+//! reads it.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -106,7 +112,14 @@ pub fn take_inherited(path: &Path, our_pid: i32) -> (Option<Inherited>, Vec<Stri
     let mut log = Vec::new();
     let t0 = std::time::Instant::now();
     let main_ns = vmlock_sys::clock::monotonic_ns();
-    if let Some((state, fds, len, written_ns, warmer)) = take_binary(path, our_pid, &mut log) {
+    if let Some(b) = take_binary(path, our_pid, &mut log) {
+        let FromBinary {
+            state,
+            fds,
+            len,
+            written_ns,
+            warmer,
+        } = b;
         let since = |ns: u64| Duration::from_nanos(ns.saturating_sub(written_ns));
         log.push(format!(
             "re-exec: binary state ({len} bytes) read and decoded, {} descriptors adopted, in {:?} \
@@ -175,20 +188,21 @@ pub fn binary_path(json: &Path) -> PathBuf {
     json.with_file_name("vmlockd-restart-exec.bin")
 }
 
+/// What a binary state handed over.
+struct FromBinary {
+    state: State,
+    fds: FdTable,
+    /// Its size in bytes.
+    len: usize,
+    /// `CLOCK_MONOTONIC` when the previous image wrote it.
+    written_ns: u64,
+    warmer: Option<vmlock_sys::mem::HeapWarmer>,
+}
+
 /// The binary state a previous vmlockd image of this very process wrote,
 /// if there is one and no JSON state beside it. It is removed when read;
 /// one that is not used is logged, and the JSON (if any) is read instead.
-fn take_binary(
-    json: &Path,
-    our_pid: i32,
-    log: &mut Vec<String>,
-) -> Option<(
-    State,
-    FdTable,
-    usize,
-    u64,
-    Option<vmlock_sys::mem::HeapWarmer>,
-)> {
+fn take_binary(json: &Path, our_pid: i32, log: &mut Vec<String>) -> Option<FromBinary> {
     let bin_path = binary_path(json);
     // Restoring touches about 16 bytes of fresh memory per byte of state:
     // have the heap grow once by that much (see vmlock_sys::mem).
@@ -258,7 +272,13 @@ fn take_binary(
         };
     log.extend(lines);
     match state {
-        Ok(state) => Some((state, table, buf.len(), checked.origin.written_ns, warmer)),
+        Ok(state) => Some(FromBinary {
+            state,
+            fds: table,
+            len: buf.len(),
+            written_ns: checked.origin.written_ns,
+            warmer,
+        }),
         Err(e) => {
             if let Some(w) = warmer {
                 w.finish();
@@ -270,10 +290,11 @@ fn take_binary(
     }
 }
 
-/// Adopts every named descriptor once (one `fcntl` each: setting
-/// close-on-exec doubles as the check that the number is open). Lock
-/// descriptors are not `fstat`ed here: vmlockd's state records each file's
-/// identity, and the engine asks the kernel only for entries without one.
+/// Adopts every named descriptor once, one `fcntl` each: sockets get
+/// close-on-exec back (setting it doubles as the check that the number is
+/// open), lock descriptors are only checked. Lock descriptors are not
+/// `fstat`ed here: vmlockd's state records each file's identity, and the
+/// engine asks the kernel only for entries without one.
 fn adopt_all(sockets: Vec<i32>, locks: Vec<i32>, log: &mut Vec<String>) -> FdTable {
     // Lock descriptors stay inheritable (the engine keeps them so, see
     // `EngineOptions::inherit_fds`): checked to be open, nothing more.
