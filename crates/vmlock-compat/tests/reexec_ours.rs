@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use reexec_common::{Holder, PID_OTHER, World, call, owner, real_binary, within};
 use vmlock_testkit::frames;
-use vmlock_testkit::reexec::{ExecWatch, exe, fd_count, kernel_holder, send_reexec, write_script};
+use vmlock_testkit::reexec::{
+    ExecWatch, children, exe, fd_count, kernel_holder, send_reexec, write_script,
+};
 use vmlock_testkit::{DaemonSpec, Flavor, vmlockd_binary};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -173,6 +175,11 @@ fn twenty_reexecs_leak_no_descriptor() {
     assert_eq!(log.matches("re-exec: binary state (").count(), 21, "{log}");
     assert!(!log.contains("ignoring"), "{log}");
     assert!(!w.d.state_file().exists());
+    // Each old image was freed by a memory releaser, and each releaser was
+    // reaped by the next image: none is left behind, zombie or not.
+    assert_eq!(log.matches(", memory releaser ready").count(), 21, "{log}");
+    let none_left = within(5, || children(pid).is_empty());
+    assert!(none_left, "children of the daemon: {:?}", children(pid));
     w.assert_all_held();
     w.assert_release_paths();
 }

@@ -111,6 +111,28 @@ pub fn image_id(pid: u32) -> io::Result<String> {
         .ok_or_else(|| io::Error::other("no [vdso] mapping"))
 }
 
+/// The pids whose parent is `pid` (from `/proc/*/stat`; zombies included).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let name = e.ok()?.file_name().into_string().ok()?;
+        let child: u32 = name.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        // "pid (comm) state ppid ...": the comm may hold spaces or ')'.
+        let ppid: u32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == pid).then_some(child)
+    })
+    .collect()
+}
+
 /// A re-exec in progress: the image it started from.
 #[derive(Debug)]
 pub struct ExecWatch {

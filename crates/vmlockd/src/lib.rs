@@ -273,6 +273,17 @@ fn start(
             let t0 = std::time::Instant::now();
             let r = restored(inh.restore(opts));
             info!("re-exec: restore took {:?}", t0.elapsed());
+            // The previous image may have left a memory releaser behind
+            // (`vmlock_sys::mem::ExecReleaser`); vmlockd has no other children.
+            if let Err(e) = vmlock_sys::mem::reap_children_in_background() {
+                warn!("cannot start the thread that reaps the previous image's releaser: {e}");
+            }
+            // Heap the restore was given and did not use goes back once
+            // the daemon serves (not on the way to the first client).
+            runtime.spawn(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                vmlock_sys::mem::trim();
+            });
             r
         }
         None => (

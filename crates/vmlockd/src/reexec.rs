@@ -245,7 +245,7 @@ fn take_binary(json: &Path, our_pid: i32, log: &mut Vec<String>) -> Option<FromB
         Err(e) => return ignore(e.to_string(), log),
     };
     let (numbers, checked) = checked;
-    // One `fcntl` per descriptor on a second thread while this one
+    // The descriptors are checked on a second thread while this one
     // decodes; that thread then warms the heap the restore will use.
     let adopt = move || {
         let mut lines = Vec::new();
@@ -290,9 +290,9 @@ fn take_binary(json: &Path, our_pid: i32, log: &mut Vec<String>) -> Option<FromB
     }
 }
 
-/// Adopts every named descriptor once, one `fcntl` each: sockets get
-/// close-on-exec back (setting it doubles as the check that the number is
-/// open), lock descriptors are only checked. Lock descriptors are not
+/// Adopts every named descriptor once: sockets get close-on-exec back, one
+/// `fcntl` each (setting it doubles as the check that the number is open);
+/// lock descriptors are only checked, all with one `poll`. They are not
 /// `fstat`ed here: vmlockd's state records each file's identity, and the
 /// engine asks the kernel only for entries without one.
 fn adopt_all(sockets: Vec<i32>, locks: Vec<i32>, log: &mut Vec<String>) -> FdTable {
@@ -315,11 +315,26 @@ fn adopt_all(sockets: Vec<i32>, locks: Vec<i32>, log: &mut Vec<String>) -> FdTab
     }
     let mut table = FdTable::default();
     let mut ok = Vec::with_capacity(numbers.len());
+    // Lock descriptors: all checked with one `poll` (sorted, deduplicated).
+    let locks: Vec<i32> = numbers.iter().filter(|n| n.1).map(|n| n.0).collect();
+    let mut taken = match vmlock_sys::fd::adopt_inherited_all(&locks) {
+        Ok(v) => v.into_iter(),
+        Err(e) => {
+            log.push(format!(
+                "re-exec: cannot check the lock descriptors at once: {e}"
+            ));
+            Vec::new().into_iter()
+        }
+    };
+    let batched = taken.len() == locks.len();
     for (n, lock) in numbers {
-        let adopted = if lock {
-            vmlock_sys::fd::adopt_inherited(n)
-        } else {
-            vmlock_sys::fd::adopt(n)
+        let adopted = match (lock, batched) {
+            (true, true) => taken
+                .next()
+                .flatten()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF)),
+            (true, false) => vmlock_sys::fd::adopt_inherited(n),
+            (false, _) => vmlock_sys::fd::adopt(n),
         };
         match adopted {
             Ok(fd) => ok.push((n, fd)),
@@ -429,10 +444,7 @@ impl Inherited {
         if let Some(w) = warmer {
             let t = std::time::Instant::now();
             w.finish();
-            tracing::info!(
-                "re-exec: heap warmer stopped, heap trimmed in {:?}",
-                t.elapsed()
-            );
+            tracing::info!("re-exec: heap warmer stopped in {:?}", t.elapsed());
         }
         Restored {
             listeners,
@@ -705,13 +717,34 @@ pub fn exec(
     } else {
         Format::Json
     };
+    // A vmlockd image reaps the releaser; libvirt's virtlockd would keep it
+    // as a zombie, and its memory matters less there.
+    let releaser = match format {
+        Format::Binary => vmlock_sys::mem::ExecReleaser::start()
+            .map_err(|e| tracing::debug!("re-exec: no memory releaser: {e}"))
+            .ok(),
+        Format::Json => None,
+    };
     let r = write_and_inherit(ctx, &servers, path, format)
         .and_then(|len| set_sockets_inheritable(listeners, parked, true).map(|()| len));
     let err = match r {
         Ok(len) => {
+            // Not armed in time: it may still share the descriptor table,
+            // which the exec would then copy; let it go (and reap it).
+            let releaser = releaser.filter(|r| {
+                r.armed(Duration::from_millis(100)) || {
+                    tracing::debug!("re-exec: memory releaser not ready, exec without it");
+                    false
+                }
+            });
             tracing::info!(
-                "re-exec: {format:?} state ({len} bytes) written and descriptors made inheritable in {:?}",
-                t0.elapsed()
+                "re-exec: {format:?} state ({len} bytes) written and descriptors made inheritable in {:?}{}",
+                t0.elapsed(),
+                if releaser.is_some() {
+                    ", memory releaser ready"
+                } else {
+                    ""
+                },
             );
             // A caught SIGUSR1 reverts to "terminate" across execve; an
             // ignored one stays ignored until the new image installs its
@@ -723,9 +756,14 @@ pub fn exec(
             // (seen with SIGTERM and SIGHUP), and a blocked mask would be
             // kept by it forever.
             let saved = vmlock_sys::signal::ignore(&[libc::SIGUSR1]);
-            let err = match &prog {
+            let exec = || match &prog {
                 Some(p) => vmlock_sys::process::exec_file(p, argv),
                 None => vmlock_sys::process::exec_no_shell(argv),
+            };
+            // The releaser is let go (and reaped) if the exec fails.
+            let err = match releaser {
+                Some(r) => r.exec_with(exec),
+                None => exec(),
             };
             if let Ok(saved) = saved
                 && let Err(e) = saved.restore()

