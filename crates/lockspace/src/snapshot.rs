@@ -23,9 +23,8 @@
 //! `fstat`s anyway passes the result ([`Adopted::ident`]); it then wins
 //! over the record, and a record that disagrees makes the path be checked.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::hash::BuildHasherDefault;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -35,7 +34,7 @@ use vmlock_sys::lock::LockKind;
 use crate::Error;
 use crate::engine::Engine;
 use crate::fsops;
-use crate::state::{IdHasher, Key, Lingering, Owner, Resource, State};
+use crate::state::{Key, Lingering, Owner, Resource, State};
 use crate::types::{AcquireFlags, EngineOptions, ResourceInfo};
 
 /// All lockspaces and held resources.
@@ -380,10 +379,7 @@ impl Engine {
             .sum::<usize>();
         let mut r = Restorer {
             fds,
-            seen: HashSet::with_capacity_and_hasher(
-                total + snap.lingering.len(),
-                Default::default(),
-            ),
+            seen: FdSet::default(),
             report: RestoreReport::default(),
             aliases: Vec::new(),
         };
@@ -437,9 +433,34 @@ fn lockspace_snap(directory: Option<String>) -> LockspaceSnap {
     }
 }
 
+/// Descriptor numbers already taken, one bit each (numbers are small and
+/// dense: a bitmap beats a hash set by a cache miss per entry).
+#[derive(Debug, Default)]
+struct FdSet(Vec<u64>);
+
+impl FdSet {
+    /// Adds a non-negative `fd`; false if it was there already.
+    fn insert(&mut self, fd: i32) -> bool {
+        let Ok(n) = usize::try_from(fd) else {
+            return false;
+        };
+        let (word, bit) = (n / 64, 1u64 << (n % 64));
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        match self.0.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Restorer<F> {
     fds: F,
-    seen: HashSet<i32, BuildHasherDefault<IdHasher>>,
+    seen: FdSet,
     report: RestoreReport,
     aliases: Vec<(u64, Vec<(String, String)>)>,
 }

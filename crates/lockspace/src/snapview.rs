@@ -19,13 +19,17 @@ use crate::state::{Resource, State};
 use crate::types::AcquireFlags;
 use vmlock_sys::lock::LockKind;
 
-/// The engine's tables, locked, with resource ids grouped by lockspace.
-/// Hold it only while serialising: every engine call waits meanwhile.
+/// The engine's tables, locked, with resource ids grouped by lockspace
+/// (sorted view) or only the lockspaces listed (unordered view: each part
+/// is written in table order, in one sequential pass, with no lookup by
+/// id). Hold it only while serialising: every engine call waits meanwhile.
 #[derive(Debug)]
 pub struct SnapshotView<'a> {
     st: MutexGuard<'a, State>,
     default: Vec<u64>,
     named: BTreeMap<String, Vec<u64>>,
+    /// The id lists are empty: walk the table instead.
+    unordered: bool,
 }
 
 /// One lockspace of a [`SnapshotView`] (serialises like a `LockspaceSnap`).
@@ -33,7 +37,8 @@ pub struct SnapshotView<'a> {
 pub struct LockspaceView<'v> {
     st: &'v State,
     directory: Option<&'v str>,
-    ids: &'v [u64],
+    /// `None`: every resource of the table in this lockspace.
+    ids: Option<&'v [u64]>,
 }
 
 /// The named lockspaces, sorted by directory (serialises as a sequence).
@@ -64,10 +69,18 @@ impl Engine {
         let mut named: BTreeMap<String, Vec<u64>> =
             st.named.iter().map(|d| (d.clone(), Vec::new())).collect();
         let mut default = Vec::new();
-        let mut ids: Vec<u64> = st.resources.keys().copied().collect();
-        if sorted {
-            ids.sort_unstable();
+        if !sorted {
+            // Every resource's lockspace is in the set (acquire and restore
+            // both check), so the set lists them all.
+            return SnapshotView {
+                st,
+                default,
+                named,
+                unordered: true,
+            };
         }
+        let mut ids: Vec<u64> = st.resources.keys().copied().collect();
+        ids.sort_unstable();
         for id in ids {
             let ls = st
                 .resources
@@ -82,8 +95,17 @@ impl Engine {
                 named.insert(ls.to_owned(), vec![id]);
             }
         }
-        SnapshotView { st, default, named }
+        SnapshotView {
+            st,
+            default,
+            named,
+            unordered: false,
+        }
     }
+}
+
+fn lockspace_of(r: &Resource) -> &str {
+    r.names.first().map_or("", |k| k.0.as_str())
 }
 
 impl<'a> SnapshotView<'a> {
@@ -92,7 +114,7 @@ impl<'a> SnapshotView<'a> {
         LockspaceView {
             st: &self.st,
             directory: None,
-            ids: &self.default,
+            ids: (!self.unordered).then_some(self.default.as_slice()),
         }
     }
 
@@ -149,8 +171,17 @@ impl Serialize for LockspaceView<'_> {
             m.serialize_entry("directory", d)?;
         }
         let st = self.st;
-        let res = self.ids.iter().filter_map(|id| st.resources.get(id));
-        m.serialize_entry("resources", &Seq(res.map(ResourceView)))?;
+        match self.ids {
+            Some(ids) => {
+                let res = ids.iter().filter_map(|id| st.resources.get(id));
+                m.serialize_entry("resources", &Seq(res.map(ResourceView)))?;
+            }
+            None => {
+                let dir = self.directory.unwrap_or("");
+                let res = st.resources.values().filter(|r| lockspace_of(r) == dir);
+                m.serialize_entry("resources", &Seq(res.map(ResourceView)))?;
+            }
+        }
         m.end()
     }
 }
@@ -161,7 +192,7 @@ impl Serialize for LockspacesView<'_> {
         s.collect_seq(v.named.iter().map(|(d, ids)| LockspaceView {
             st: &v.st,
             directory: Some(d),
-            ids,
+            ids: (!v.unordered).then_some(ids.as_slice()),
         }))
     }
 }
@@ -238,13 +269,22 @@ impl SnapshotView<'_> {
     /// Writes the tables in the binary form of [`crate::binfmt`] (the same
     /// bytes as [`crate::binfmt::encode`] of [`Engine::snapshot`]).
     pub fn encode(&self, w: &mut binfmt::Writer) {
-        w.len(1 + self.named.len());
-        w.u8(0);
-        self.encode_resources(w, "", &self.default);
-        for (dir, ids) in &self.named {
-            w.u8(1);
-            w.str(dir);
-            self.encode_resources(w, dir, ids);
+        if self.unordered {
+            self.encode_table_order(w);
+        } else {
+            w.len(1 + self.named.len());
+            w.u8(0);
+            let res = |ids: &[u64]| -> Vec<&Resource> {
+                ids.iter()
+                    .filter_map(|id| self.st.resources.get(id))
+                    .collect()
+            };
+            encode_resources(w, "", &res(&self.default));
+            for (dir, ids) in &self.named {
+                w.u8(1);
+                w.str(dir);
+                encode_resources(w, dir, &res(ids));
+            }
         }
         w.len(self.st.lingering.len());
         for l in &self.st.lingering {
@@ -253,33 +293,64 @@ impl SnapshotView<'_> {
         }
     }
 
-    fn encode_resources(&self, w: &mut binfmt::Writer, dir: &str, ids: &[u64]) {
-        let res: Vec<&Resource> = ids
-            .iter()
-            .filter_map(|id| self.st.resources.get(id))
+    /// The unordered view: one pass over the table, in its memory order,
+    /// each lockspace's resources gathered in a writer of their own (the
+    /// format lists them lockspace by lockspace), then joined.
+    fn encode_table_order(&self, w: &mut binfmt::Writer) {
+        let mut groups: Vec<(&str, Vec<&Resource>)> = std::iter::once("")
+            .chain(self.named.keys().map(String::as_str))
+            .map(|d| (d, Vec::new()))
             .collect();
-        w.len(res.len());
-        for r in res {
-            let flags = AcquireFlags {
-                shared: r.shared,
-                autocreate: r.autocreate,
-            };
-            let parts = binfmt::ResourceParts {
-                name: r.names.first().map_or("", |k| k.1.as_str()),
-                path: &r.path,
-                fd: r.file.as_raw_fd(),
-                lock_held: r.lock_held,
-                flags: flags.to_wire(),
-                kind: r.kind,
-                ident: Some(r.ident),
-            };
-            let owners = r.owners.iter().map(|o| o.pid);
-            let aliases = r
-                .names
-                .iter()
-                .skip(1)
-                .map(|(l, n)| (l.as_str(), n.as_str()));
-            binfmt::put_resource(w, dir, &parts, owners, aliases);
+        let per = self.st.resources.len() / groups.len().max(1);
+        if let Some(g) = groups.last_mut() {
+            g.1.reserve(per);
         }
+        for r in self.st.resources.values() {
+            let ls = lockspace_of(r);
+            // Nearly always one named lockspace, the last group.
+            match groups.iter_mut().rev().find(|(d, _)| *d == ls) {
+                Some(g) => g.1.push(r),
+                // Not in the set (never seen): a group of its own rather
+                // than lost.
+                None => groups.push((ls, vec![r])),
+            }
+        }
+        w.len(groups.len());
+        for (i, (dir, res)) in groups.iter().enumerate() {
+            if i == 0 {
+                w.u8(0);
+            } else {
+                w.u8(1);
+                w.str(dir);
+            }
+            encode_resources(w, dir, res);
+        }
+    }
+}
+
+/// One lockspace's resources, in the given order.
+fn encode_resources(w: &mut binfmt::Writer, dir: &str, res: &[&Resource]) {
+    w.len(res.len());
+    for &r in res {
+        let flags = AcquireFlags {
+            shared: r.shared,
+            autocreate: r.autocreate,
+        };
+        let parts = binfmt::ResourceParts {
+            name: r.names.first().map_or("", |k| k.1.as_str()),
+            path: &r.path,
+            fd: r.file.as_raw_fd(),
+            lock_held: r.lock_held,
+            flags: flags.to_wire(),
+            kind: r.kind,
+            ident: Some(r.ident),
+        };
+        let owners = r.owners.iter().map(|o| o.pid);
+        let aliases = r
+            .names
+            .iter()
+            .skip(1)
+            .map(|(l, n)| (l.as_str(), n.as_str()));
+        binfmt::put_resource(w, dir, &parts, owners, aliases);
     }
 }

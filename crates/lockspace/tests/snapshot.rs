@@ -359,6 +359,49 @@ fn the_view_serialises_like_the_snapshot() {
     assert_eq!(decoded, snap);
 }
 
+/// The unordered view (the binary hand-over) walks the table in memory
+/// order: the same lockspaces and resources as the snapshot, in another
+/// order, whether written as binary or as JSON.
+#[test]
+fn the_unordered_view_holds_the_same_resources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let (disk, link) = (format!("{d}/disk"), format!("{d}/link"));
+    std::fs::write(&disk, b"img").expect("disk");
+    std::os::unix::fs::symlink(&disk, &link).expect("symlink");
+    let e = Engine::new(EngineOptions::default());
+    let (ls1, ls2) = (format!("{d}/ls1"), format!("{d}/ls2"));
+    for ls in [&ls1, &ls2, &format!("{d}/empty")] {
+        e.create_lockspace(ls).expect("ls");
+    }
+    e.acquire("", &disk, 10, S).expect("disk");
+    e.acquire("", &link, 11, S).expect("alias");
+    for i in 0..40 {
+        let ls = if i % 3 == 0 { &ls1 } else { &ls2 };
+        e.acquire(ls, &format!("r{i}"), 20 + i, SA).expect("lease");
+    }
+    let sorted = |mut s: lockspace::Snapshot| {
+        for ls in std::iter::once(&mut s.default).chain(&mut s.lockspaces) {
+            ls.resources.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        s
+    };
+    let want = sorted(e.snapshot());
+    assert_eq!(want.lockspaces.len(), 3);
+    let view = e.snapshot_view_unordered();
+    let bin = binary_of_view(&view);
+    let decoded = binfmt::decode(&mut binfmt::Reader::new(&bin)).expect("decode");
+    assert_eq!(sorted(decoded), want);
+    let json = format!(
+        r#"{{"defaultLockspace":{},"lockspaces":{}}}"#,
+        serde_json::to_string(&view.default_lockspace()).expect("a"),
+        serde_json::to_string(&view.lockspaces()).expect("b"),
+    );
+    drop(view);
+    let from_json: lockspace::Snapshot = serde_json::from_str(&json).expect("json");
+    assert_eq!(sorted(from_json), want);
+}
+
 fn binary_of(s: &lockspace::Snapshot) -> Vec<u8> {
     let mut w = binfmt::Writer::default();
     binfmt::encode(&mut w, s);

@@ -1,4 +1,4 @@
-//! `vmlock-reexec-bench [--ours 1000,10000,100000] [--theirs 1000,10000] [--rounds 3] [--phases]`
+//! `vmlock-reexec-bench [--ours 1000,10000,100000] [--theirs 1000,10000] [--rounds 3] [--gap MS] [--phases]`
 //!
 //! Measures live re-exec (SIGUSR1) with many locks held, for vmlockd and
 //! libvirt's virtlockd:
@@ -10,6 +10,9 @@
 //! ```
 //! "ready" = a new program image that has its SIGUSR1 handler installed
 //! (see `vmlock_testkit::reexec`). Prints one Markdown table row per run.
+//! `--gap MS` waits that long before each round (default 0: back to back,
+//! as every number before it was taken; a pause lets each image settle and
+//! is closer to real use, where a re-exec is a rare event).
 //! Not a pass/fail test: numbers go to docs/PERFORMANCE.md. `--phases`
 //! also prints the daemon's own `re-exec:` timing lines (stderr).
 
@@ -96,6 +99,7 @@ fn run(
     flavor: Flavor,
     n: usize,
     rounds: usize,
+    gap: Duration,
     scripts: &Path,
     phases: bool,
 ) -> Result<String, String> {
@@ -105,9 +109,7 @@ fn run(
     let rss0 = rss_kib(pid).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
     for _ in 0..rounds {
-        // Re-execs are rare: let the daemon settle (and tidy its heap)
-        // between rounds rather than timing them back to back.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(gap);
         let w = send_reexec(&d).map_err(|e| e.to_string())?;
         times.push(w.wait_tight(&d, Duration::from_secs(120))?);
     }
@@ -149,6 +151,7 @@ fn main() {
     let mut theirs = vec![1_000, 10_000];
     let mut rounds = 3;
     let mut phases = false;
+    let mut gap = Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--phases" {
@@ -160,8 +163,9 @@ fn main() {
             "--ours" => ours = counts(&v),
             "--theirs" => theirs = counts(&v),
             "--rounds" => rounds = v.parse().unwrap_or(3),
+            "--gap" => gap = Duration::from_millis(v.parse().unwrap_or(0)),
             _ => fail(
-                "usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R] [--phases]",
+                "usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R] [--gap MS] [--phases]",
             ),
         }
     }
@@ -175,7 +179,7 @@ fn main() {
         .map(|n| (Flavor::Ours, *n))
         .chain(theirs.iter().map(|n| (Flavor::Theirs, *n)));
     for (f, n) in runs {
-        match run(f, n, rounds, scripts.path(), phases) {
+        match run(f, n, rounds, gap, scripts.path(), phases) {
             Ok(row) => println!("{row}"),
             Err(e) => println!("| {} | {n} | failed: {e} | | | |", f.name()),
         }
