@@ -60,12 +60,14 @@ pub struct Inherited {
 /// actually open here).
 #[derive(Debug, Default)]
 struct FdTable {
-    slots: Vec<Option<Adopted>>,
+    /// Four bytes a slot (`OwnedFd` has a niche): the table stays in cache
+    /// while the restore takes numbers in no particular order.
+    slots: Vec<Option<OwnedFd>>,
     adopted: usize,
 }
 
 impl FdTable {
-    fn insert(&mut self, n: usize, a: Adopted) {
+    fn insert(&mut self, n: usize, a: OwnedFd) {
         if self.slots.len() <= n {
             self.slots.resize_with(n + 1, || None);
         }
@@ -77,14 +79,15 @@ impl FdTable {
 
     /// Gives every adopted number up without closing it.
     fn into_raw(self) {
-        for a in self.slots.into_iter().flatten() {
-            let _ = std::os::fd::IntoRawFd::into_raw_fd(a.fd);
+        for fd in self.slots.into_iter().flatten() {
+            let _ = std::os::fd::IntoRawFd::into_raw_fd(fd);
         }
     }
 
     /// Takes descriptor `n` out of the table (each can be taken once).
     fn take(&mut self, n: i32) -> Option<Adopted> {
-        self.slots.get_mut(usize::try_from(n).ok()?)?.take()
+        let fd = self.slots.get_mut(usize::try_from(n).ok()?)?.take()?;
+        Some(Adopted { fd, ident: None })
     }
 }
 
@@ -351,7 +354,7 @@ fn adopt_all(sockets: Vec<i32>, locks: Vec<i32>, log: &mut Vec<String>) -> FdTab
     }
     for (n, fd) in ok {
         if let Ok(i) = usize::try_from(n) {
-            table.insert(i, Adopted { fd, ident: None });
+            table.insert(i, fd);
         }
     }
     table
