@@ -2,7 +2,10 @@
 //! inherit_fds`), which is sound only while the daemon runs no program but
 //! its own next image: a child would inherit every lock descriptor and keep
 //! each OFD lock alive after its release. This scans the daemon's and the
-//! engine's sources (up to their test modules) for ways to start one.
+//! engine's sources (up to their test modules) for ways to start one. (The
+//! re-exec's memory releaser, `vmlock_sys::mem::ExecReleaser`, is a process
+//! but runs no program and holds no descriptor: it leaves the daemon's
+//! descriptor table before the daemon goes on.)
 
 use std::path::Path;
 
