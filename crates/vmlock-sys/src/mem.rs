@@ -175,8 +175,12 @@ const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
 
 /// The releaser's whole life. It runs on its own stack in the daemon's
 /// memory, with the daemon's thread pointer: it must use no thread-local
-/// state (errno included), no allocator and no lock, only raw system
-/// calls.
+/// state, no allocator and no lock, only system calls. (glibc's
+/// `syscall()` writes errno, the creating thread's, only when a call
+/// fails: here `close_range` on a kernel older than 5.9, once, while the
+/// daemon waits in [`ExecReleaser::armed`], and a futex wait that finds the
+/// word already changed, while the daemon waits in `waitpid` for this
+/// process to exit.)
 extern "C" fn releaser_main(parent: *mut libc::c_void) -> libc::c_int {
     let parent = parent as libc::c_long;
     // SAFETY: raw system calls on this process only: leave the shared
