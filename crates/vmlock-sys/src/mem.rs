@@ -335,9 +335,11 @@ impl Drop for ExecReleaser {
         }
         if self.pid > 0 {
             let mut status = 0;
-            // SAFETY: waits for our own child; EINTR is retried.
+            // SAFETY: waits for our own child. Any failure but ECHILD (it
+            // is gone) is retried: the stack below must outlive it, and an
+            // EINTR may read as the releaser's last errno (see above).
             while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                && io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD)
             {}
         }
         // SAFETY: the releaser has exited (or never started), so nothing
