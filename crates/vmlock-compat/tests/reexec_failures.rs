@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reexec_common::{PID_OTHER, World, call, owner, real_binary, touch, within};
 use vmlock_testkit::frames;
-use vmlock_testkit::reexec::{exe, kernel_holder, send_reexec};
+use vmlock_testkit::reexec::{children, exe, kernel_holder, send_reexec};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor, tool_binary, vmlockd_binary};
 
 fn failures_logged(d: &Daemon) -> usize {
@@ -91,6 +91,33 @@ fn exec_of_a_foreign_architecture_binary_keeps_serving() {
     std::fs::write(&elf, foreign_elf()).expect("elf");
     std::fs::set_permissions(&elf, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     failed_execs(&[("wrong architecture (ELF for AArch64)", elf)], &mut w);
+}
+
+/// A program that declares vmlockd's hand-over note but that the kernel
+/// refuses (our own binary, relabelled for AArch64): the daemon writes the
+/// binary state and starts its memory releaser, the exec fails on the main
+/// thread, and the releaser must be let go and reaped. The next re-exec
+/// starts a fresh one and succeeds.
+#[test]
+fn a_failed_binary_handover_leaves_no_releaser_behind() {
+    let mut w = World::start_with(
+        Flavor::Ours,
+        vmlock_testkit::DaemonSpec::new(Flavor::Ours).arg("-v"),
+    );
+    let relabelled = w.bin_dir.path().join("vmlockd-for-aarch64");
+    let mut elf = std::fs::read(vmlockd_binary()).expect("read vmlockd");
+    elf[18..20].copy_from_slice(&0xb7u16.to_le_bytes()); // e_machine = EM_AARCH64
+    std::fs::write(&relabelled, elf).expect("write");
+    std::fs::set_permissions(&relabelled, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    failed_execs(&[("relabelled vmlockd", relabelled)], &mut w);
+    let log = w.d.log_text();
+    // Both hand-overs (the failed one and the one after it) were binary,
+    // each with a releaser; only the second reached a new image.
+    assert_eq!(log.matches(", memory releaser ready").count(), 2, "{log}");
+    assert_eq!(log.matches("re-exec: binary state (").count(), 1, "{log}");
+    let pid = w.d.pid();
+    let none_left = within(5, || children(pid).is_empty());
+    assert!(none_left, "children of the daemon: {:?}", children(pid));
 }
 
 #[test]
