@@ -488,6 +488,14 @@ impl Engine {
         self.state().owner_pids()
     }
 
+    /// How many resources are held and how many lockspaces exist (the
+    /// default one included), without [`Engine::stats`]'s walk over every
+    /// owner.
+    pub fn counts(&self) -> (usize, usize) {
+        let st = self.state();
+        (st.resources.len(), st.named.len() + 1)
+    }
+
     /// Counters: lockspaces (default included), resources, distinct owners.
     pub fn stats(&self) -> Stats {
         let st = self.state();

@@ -199,7 +199,7 @@ async fn wait_for_stop(
 }
 
 fn idle_expired(ctx: &Ctx, idle_since: &mut Option<Instant>, secs: u32) -> bool {
-    let idle = ctx.total_clients() == 0 && ctx.shared.engine.stats().resources == 0;
+    let idle = ctx.total_clients() == 0 && ctx.shared.engine.counts().0 == 0;
     if !idle {
         *idle_since = None;
         return false;

@@ -392,11 +392,11 @@ fn restored(r: reexec::Restored) -> RestoredParts {
     for p in &r.report.problems {
         warn!("re-exec restore: {p:?}");
     }
-    let st = r.engine.stats();
+    let (resources, lockspaces) = r.engine.counts();
     info!(
         "restored after re-exec: {} resources in {} lockspaces, {} clients, {} listeners",
-        st.resources,
-        st.lockspaces,
+        resources,
+        lockspaces,
         r.conns.len(),
         r.listeners.len()
     );

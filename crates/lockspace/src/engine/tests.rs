@@ -581,6 +581,8 @@ fn stats_and_owners() {
     assert_eq!(e.owners(), vec![3, 5]);
     let st = e.stats();
     assert_eq!((st.lockspaces, st.resources, st.owners), (2, 2, 2));
+    assert_eq!(e.counts(), (st.resources, st.lockspaces));
     assert_eq!(e.release_owner(5).unwrap(), 2);
     assert_eq!(e.owners(), vec![3]);
+    assert_eq!(e.counts(), (1, 2));
 }
