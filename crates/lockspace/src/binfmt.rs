@@ -181,11 +181,10 @@ pub(crate) fn put_resource<'s>(
     owners: impl ExactSizeIterator<Item = u32>,
     aliases: impl ExactSizeIterator<Item = (&'s str, &'s str)>,
 ) {
+    // The path is only written when the lockspace and name don't give it.
     let in_dir = !dir.is_empty()
-        && r.path.len() == dir.len() + 1 + r.name.len()
-        && r.path.starts_with(dir)
-        && r.path.as_bytes().get(dir.len()) == Some(&b'/')
-        && r.path.ends_with(r.name);
+        && r.path
+            .is_none_or(|p| crate::state::is_derived_path(dir, r.name, p));
     let bit = |on: bool, b: u8| if on { b } else { 0 };
     let bits = bit(r.lock_held, LOCK_HELD)
         | bit(r.kind == LockKind::Posix, POSIX)
@@ -194,7 +193,7 @@ pub(crate) fn put_resource<'s>(
     w.str(r.name);
     w.u8(bits);
     if !in_dir {
-        w.str(r.path);
+        w.str(r.path.unwrap_or(r.name));
     }
     w.i32(r.fd);
     w.u32(r.flags);
@@ -217,7 +216,8 @@ pub(crate) fn put_resource<'s>(
 /// or from a [`ResourceSnap`]).
 pub(crate) struct ResourceParts<'a> {
     pub name: &'a str,
-    pub path: &'a str,
+    /// `None`: the path the lockspace and name give.
+    pub path: Option<&'a str>,
     pub fd: i32,
     pub lock_held: bool,
     pub flags: u32,
@@ -334,7 +334,7 @@ pub fn encode(w: &mut Writer, s: &Snapshot) {
         for r in &ls.resources {
             let parts = ResourceParts {
                 name: &r.name,
-                path: &r.path,
+                path: Some(&r.path),
                 fd: r.fd,
                 lock_held: r.lock_held,
                 flags: r.flags,

@@ -158,7 +158,7 @@ impl Engine {
         name: &str,
         op: fn(&str) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let key: Key = (lockspace.to_owned(), name.to_owned());
+        let key: Key = Arc::new((lockspace.to_owned(), name.to_owned()));
         let path = {
             let mut st = self.state();
             st.check_lockspace(lockspace)?;
@@ -200,7 +200,7 @@ impl Engine {
         owner: u32,
         flags: AcquireFlags,
     ) -> Result<(), Error> {
-        let key: Key = (lockspace, name);
+        let key: Key = Arc::new((lockspace, name));
         for _ in 0..MAX_TRIES {
             if let Step::Done = self.acquire_once(&key, owner, flags)? {
                 return Ok(());
@@ -234,7 +234,8 @@ impl Engine {
             key: Some(key),
             ident: None,
         };
-        // The path moves down into the resource: one allocation per acquire.
+        // The path is built once per attempt, for the system calls only: the
+        // resource derives it from its key when it needs it again.
         if open_first {
             return self.open_then_claim(&mut guard, path, owner, flags);
         }
@@ -376,15 +377,16 @@ impl Engine {
             return Ok(Step::Retry);
         }
         let res = Resource {
-            names: vec![key.clone()],
-            path,
+            names: smallvec::smallvec![key.clone()],
+            // `path` is the one the key gives (`names::resource_path`).
+            path_override: None,
             file,
             ident,
             shared: flags.shared,
             autocreate: flags.autocreate,
             lock_held: true,
             kind: self.kind,
-            owners: vec![Owner { pid: owner, via: 0 }],
+            owners: smallvec::smallvec![Owner { pid: owner, via: 0 }],
         };
         self.arbitrate_and_commit(guard, res, owner)
     }
@@ -399,8 +401,8 @@ impl Engine {
             && let Err(e) = arb.acquire(&res.key(0), res.shared, owner)
         {
             fsops::dispose(Disposal {
+                path: res.path().into_owned(),
                 file: res.file,
-                path: res.path,
                 shared: res.shared,
                 autocreate: res.autocreate,
                 lock_held: true,
@@ -442,7 +444,7 @@ impl Engine {
     /// [`Engine::release`] taking owned strings (see
     /// [`Engine::acquire_owned`]).
     pub fn release_owned(&self, lockspace: String, name: String, owner: u32) -> Result<(), Error> {
-        let key: Key = (lockspace, name);
+        let key = (lockspace, name);
         let (via, gone) = {
             let mut st = self.state();
             st.check_lockspace(&key.0)?;
@@ -509,7 +511,7 @@ impl Engine {
     /// What is held under `(lockspace, name)` (any alias works).
     pub fn inspect(&self, lockspace: &str, name: &str) -> Option<ResourceInfo> {
         let st = self.state();
-        let key: Key = (lockspace.to_owned(), name.to_owned());
+        let key = (lockspace.to_owned(), name.to_owned());
         let crate::state::Slot::Held(id) = st.names.get(&key)? else {
             return None;
         };

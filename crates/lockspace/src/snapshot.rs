@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use vmlock_sys::lock::LockKind;
@@ -272,25 +273,25 @@ mod pids {
 }
 
 pub(crate) fn info(res: &Resource) -> ResourceInfo {
-    let (lockspace, name) = res.names.first().cloned().unwrap_or_default();
+    let (lockspace, name) = res.names.first().map(|k| (**k).clone()).unwrap_or_default();
     ResourceInfo {
         lockspace,
         name,
-        path: res.path.clone(),
+        path: res.path().into_owned(),
         fd: res.file.as_raw_fd(),
         shared: res.shared,
         autocreate: res.autocreate,
         lock_held: res.lock_held,
         lock_kind: res.kind,
         owners: res.owners.iter().map(|o| o.pid).collect(),
-        aliases: res.names.iter().skip(1).cloned().collect(),
+        aliases: res.names.iter().skip(1).map(|k| (**k).clone()).collect(),
     }
 }
 
 fn resource_snap(res: &Resource) -> ResourceSnap {
     ResourceSnap {
         name: res.names.first().map(|k| k.1.clone()).unwrap_or_default(),
-        path: res.path.clone(),
+        path: res.path().into_owned(),
         fd: res.file.as_raw_fd(),
         lock_held: res.lock_held,
         flags: AcquireFlags {
@@ -300,7 +301,7 @@ fn resource_snap(res: &Resource) -> ResourceSnap {
         .to_wire(),
         owners: res.owners.iter().map(|o| o.pid).collect(),
         lock_kind: res.kind,
-        aliases: res.names.iter().skip(1).cloned().collect(),
+        aliases: res.names.iter().skip(1).map(|k| (**k).clone()).collect(),
         ident: Some(res.ident),
     }
 }
@@ -543,11 +544,12 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
             ident: recorded,
             ..
         } = snap;
-        let key: Key = (ls.to_owned(), name);
+        let key: Key = Arc::new((ls.to_owned(), name));
         let id = st.next_id();
         let key = match st.claim_restored(key, id) {
             Ok(key) => key,
-            Err((lockspace, name)) => {
+            Err(held) => {
+                let (lockspace, name) = (*held).clone();
                 self.problem(RestoreProblem::DuplicateName { lockspace, name });
                 st.lingering.push(Lingering { ident, path, file });
                 return;
@@ -562,9 +564,11 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         }
         let no_owners = owners.is_empty();
         let flags = AcquireFlags::from_wire(flags);
+        let path_override =
+            (!crate::state::is_derived_path(ls, &key.1, &path)).then(|| path.into_boxed_str());
         let res = Resource {
-            names: vec![key],
-            path,
+            names: smallvec::smallvec![key],
+            path_override,
             file,
             ident,
             shared: flags.shared,
@@ -585,7 +589,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
 
     fn shape_problems(&mut self, st: &State, id: u64, dup: bool, no_owners: bool) {
         let key = st.resources.get(&id).and_then(|r| r.names.first());
-        let (lockspace, name) = key.cloned().unwrap_or_default();
+        let (lockspace, name) = key.map(|k| (**k).clone()).unwrap_or_default();
         if dup {
             let (lockspace, name) = (lockspace.clone(), name.clone());
             self.problem(RestoreProblem::DuplicateIdentity { lockspace, name });
@@ -605,7 +609,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
     fn install_aliases(&mut self, st: &mut State) {
         for (id, aliases) in std::mem::take(&mut self.aliases) {
             for (lockspace, name) in aliases {
-                let key: Key = (lockspace, name);
+                let key: Key = Arc::new((lockspace, name));
                 let free = st.has_lockspace(&key.0) && !st.names.contains_key(&key);
                 match st.resources.get_mut(&id) {
                     Some(res) if free => {
@@ -613,7 +617,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
                         res.names.push(key);
                     }
                     _ => {
-                        let (lockspace, name) = key;
+                        let (lockspace, name) = Arc::unwrap_or_clone(key);
                         self.problem(RestoreProblem::BadAlias { lockspace, name });
                     }
                 }

@@ -232,6 +232,21 @@ where
     }
 }
 
+/// A resource's path, written without building it first.
+struct PathOf<'r>(&'r Resource);
+
+impl Serialize for PathOf<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        match (r.path_override(), r.names.first()) {
+            (Some(p), _) => s.serialize_str(p),
+            (None, Some(k)) if !k.0.is_empty() => s.collect_str(&format_args!("{}/{}", k.0, k.1)),
+            (None, Some(k)) => s.serialize_str(&k.1),
+            (None, None) => s.serialize_str(""),
+        }
+    }
+}
+
 impl Serialize for ResourceView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
@@ -242,7 +257,7 @@ impl Serialize for ResourceView<'_> {
         let mut m = s.serialize_map(None)?;
         let name = r.names.first().map_or("", |k| k.1.as_str());
         m.serialize_entry("name", name)?;
-        m.serialize_entry("path", &r.path)?;
+        m.serialize_entry("path", &PathOf(r))?;
         m.serialize_entry("fd", &r.file.as_raw_fd())?;
         m.serialize_entry("lockHeld", &r.lock_held)?;
         m.serialize_entry("flags", &flags.to_wire())?;
@@ -253,11 +268,7 @@ impl Serialize for ResourceView<'_> {
         };
         m.serialize_entry("vmlockLockKind", kind)?;
         if r.names.len() > 1 {
-            let aliases = r
-                .names
-                .iter()
-                .skip(1)
-                .map(|(l, n)| (l.as_str(), n.as_str()));
+            let aliases = r.names.iter().skip(1).map(|k| (k.0.as_str(), k.1.as_str()));
             m.serialize_entry("vmlockAliases", &Seq(aliases))?;
         }
         m.serialize_entry("vmlockIdent", &r.ident)?;
@@ -338,7 +349,7 @@ fn encode_resources(w: &mut binfmt::Writer, dir: &str, res: &[&Resource]) {
         };
         let parts = binfmt::ResourceParts {
             name: r.names.first().map_or("", |k| k.1.as_str()),
-            path: &r.path,
+            path: r.path_override(),
             fd: r.file.as_raw_fd(),
             lock_held: r.lock_held,
             flags: flags.to_wire(),
@@ -346,11 +357,7 @@ fn encode_resources(w: &mut binfmt::Writer, dir: &str, res: &[&Resource]) {
             ident: Some(r.ident),
         };
         let owners = r.owners.iter().map(|o| o.pid);
-        let aliases = r
-            .names
-            .iter()
-            .skip(1)
-            .map(|(l, n)| (l.as_str(), n.as_str()));
+        let aliases = r.names.iter().skip(1).map(|k| (k.0.as_str(), k.1.as_str()));
         binfmt::put_resource(w, dir, &parts, owners, aliases);
     }
 }

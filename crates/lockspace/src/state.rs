@@ -7,25 +7,36 @@
 //! resources: id -> Resource { names[0] = primary key, file, owners[(pid, via)] }
 //! ```
 //!
+//! A key is allocated once and shared (`Arc`) by the name table and its
+//! resource; one name and one owner sit inline in the resource, and the
+//! lease path is derived from the first name (see [`Resource::path`]).
+//!
 //! Nothing here performs I/O: a key or identity that is being worked on
 //! outside the lock is *reserved* (`Pending` / `busy`), and any other request
 //! meeting a reservation is told "busy" instead of waiting.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use foldhash::SharedSeed;
 use foldhash::fast::FoldHasher;
+use smallvec::SmallVec;
 
 use vmlock_sys::lock::LockKind;
 
 use crate::fsops::{Disposal, Ident};
 use crate::{Error, ResourceKey};
 
-/// `(lockspace, name)`.
-pub(crate) type Key = (String, String);
+/// `(lockspace, name)`, shared by the name table and the resource that
+/// holds it (one allocation per key instead of two copies of both strings).
+pub(crate) type Key = Arc<KeyParts>;
+
+/// A key's two strings, for lookups that need no shared copy.
+pub(crate) type KeyParts = (String, String);
 
 /// Hashes integers no client chooses (file identities; resource ids use
 /// [`SeqIdHasher`]) with one multiplication each: the DoS
@@ -128,27 +139,75 @@ pub(crate) struct Owner {
     pub via: usize,
 }
 
+/// A resource's names: almost always one, kept inline (a second comes
+/// only from a shared acquire through another path to the same file).
+pub(crate) type Names = SmallVec<[Key; 1]>;
+
+/// A resource's owners: one for an exclusive lock and for most shared
+/// ones, kept inline.
+pub(crate) type Owners = SmallVec<[Owner; 1]>;
+
 /// A held lease file.
 #[derive(Debug)]
 pub(crate) struct Resource {
-    pub names: Vec<Key>,
-    pub path: String,
+    pub names: Names,
+    /// The lease file's path when it is not the one the first name gives
+    /// (`lockspace/name`, or the name itself in the default lockspace):
+    /// only ever from a foreign re-exec state. See [`Resource::path`].
+    pub path_override: Option<Box<str>>,
     pub file: File,
     pub ident: Ident,
     pub shared: bool,
     pub autocreate: bool,
     pub lock_held: bool,
     pub kind: LockKind,
-    pub owners: Vec<Owner>,
+    pub owners: Owners,
+}
+
+/// The lease file path a lockspace and a name give (checked by
+/// `names::resource_path` when the name was first accepted).
+pub(crate) fn derived_path<'a>(lockspace: &str, name: &'a str) -> Cow<'a, str> {
+    if lockspace.is_empty() {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{lockspace}/{name}"))
+    }
+}
+
+/// Whether `path` is what [`derived_path`] gives, without building it.
+pub(crate) fn is_derived_path(lockspace: &str, name: &str, path: &str) -> bool {
+    if lockspace.is_empty() {
+        return path == name;
+    }
+    path.len() == lockspace.len() + 1 + name.len()
+        && path.starts_with(lockspace)
+        && path.as_bytes().get(lockspace.len()) == Some(&b'/')
+        && path.ends_with(name)
 }
 
 impl Resource {
+    /// The lease file's path. Not stored for resources whose path their
+    /// first name gives (all of ours): a path per lock is the largest
+    /// string a resource would carry.
+    pub(crate) fn path(&self) -> Cow<'_, str> {
+        match (&self.path_override, self.names.first()) {
+            (Some(p), _) => Cow::Borrowed(p),
+            (None, Some(k)) => derived_path(&k.0, &k.1),
+            (None, None) => Cow::Borrowed(""),
+        }
+    }
+
+    /// The stored path, if it is not the derived one.
+    pub(crate) fn path_override(&self) -> Option<&str> {
+        self.path_override.as_deref()
+    }
+
     pub(crate) fn key(&self, via: usize) -> ResourceKey {
         let (lockspace, name) = self
             .names
             .get(via)
             .or(self.names.first())
-            .cloned()
+            .map(|k| (**k).clone())
             .unwrap_or_default();
         ResourceKey { lockspace, name }
     }
@@ -409,7 +468,7 @@ impl State {
     /// when `want_via` (only an arbiter needs it: it costs two copies).
     pub(crate) fn release_one(
         &mut self,
-        key: &Key,
+        key: &KeyParts,
         pid: u32,
         want_via: bool,
     ) -> Result<(Option<ResourceKey>, Option<Gone>), Error> {
@@ -420,7 +479,7 @@ impl State {
             return Err(not_locked());
         };
         let res = self.resources.get_mut(&id).ok_or_else(not_locked)?;
-        let here = res.names.iter().position(|k| k == key);
+        let here = res.names.iter().position(|k| **k == *key);
         let pos = res
             .owners
             .iter()
@@ -484,7 +543,7 @@ impl State {
         if !entry.held.is_empty() {
             self.lingering.push(Lingering {
                 ident: res.ident,
-                path: res.path,
+                path: res.path().into_owned(),
                 file: res.file,
             });
             return Gone { disposal: None };
@@ -492,8 +551,8 @@ impl State {
         entry.busy += 1;
         let extra = self.take_lingering(res.ident);
         let disposal = Disposal {
+            path: res.path().into_owned(),
             file: res.file,
-            path: res.path,
             shared: res.shared,
             autocreate: res.autocreate,
             lock_held: res.lock_held,

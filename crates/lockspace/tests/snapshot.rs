@@ -229,6 +229,85 @@ fn odd_entries_are_reported_not_fatal() {
     assert!(std::path::Path::new(&a).exists());
 }
 
+/// The engine stores no path for a resource whose lockspace and name give
+/// it; one from a foreign state that names another file keeps its own,
+/// through inspection, both snapshot forms and release.
+#[test]
+fn a_path_the_name_does_not_give_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf8").to_owned();
+    let (ls, elsewhere) = (format!("{d}/ls"), format!("{d}/elsewhere"));
+    std::fs::create_dir(&ls).expect("ls");
+    std::fs::write(&elsewhere, b"").expect("file");
+    std::fs::write(format!("{ls}/plain"), b"").expect("plain");
+    let odd = std::fs::File::open(&elsewhere).expect("open");
+    let plain = std::fs::File::open(format!("{ls}/plain")).expect("open");
+    let fd = |f: &std::fs::File| std::os::fd::AsRawFd::as_raw_fd(f);
+    let snap = Snapshot {
+        default: LockspaceSnap::default(),
+        lockspaces: vec![LockspaceSnap {
+            directory: Some(ls.clone()),
+            resources: vec![
+                res("odd", &elsewhere, fd(&odd), &[7]),
+                res("plain", &format!("{ls}/plain"), fd(&plain), &[8]),
+            ],
+        }],
+        lingering: vec![],
+    };
+    let want = snap.clone();
+    let (e, report) =
+        Engine::restore(EngineOptions::default(), snap, vmlock_sys::fd::dup_raw).expect("restore");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.restored, 2);
+    let info = e.inspect(&ls, "odd").expect("odd");
+    assert_eq!(info.path, elsewhere);
+    assert_eq!(
+        e.inspect(&ls, "plain").expect("plain").path,
+        format!("{ls}/plain")
+    );
+    let mut got = e.snapshot();
+    for r in &mut got.lockspaces[0].resources {
+        // The engine's own snapshot adds what it learnt.
+        (r.ident, r.fd) = (None, want_fd(&want, &r.name));
+    }
+    assert_eq!(got, want);
+    let view = e.snapshot_view_unordered();
+    let json = serde_json::to_string(&view.lockspaces()).expect("json");
+    assert!(
+        json.contains(&format!("\"path\":\"{elsewhere}\"")),
+        "{json}"
+    );
+    assert!(json.contains(&format!("\"path\":\"{ls}/plain\"")), "{json}");
+    let bin = binary_of_view(&view);
+    drop(view);
+    let decoded = binfmt::decode(&mut binfmt::Reader::new(&bin)).expect("decode");
+    let paths: Vec<_> = decoded.lockspaces[0]
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.path.clone()))
+        .collect();
+    assert!(
+        paths.contains(&("odd".into(), elsewhere.clone())),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&("plain".into(), format!("{ls}/plain"))),
+        "{paths:?}"
+    );
+    e.release(&ls, "odd", 7).expect("release");
+    assert!(e.inspect(&ls, "odd").is_none());
+    assert!(std::path::Path::new(&elsewhere).exists());
+    drop((odd, plain));
+}
+
+fn want_fd(s: &Snapshot, name: &str) -> i32 {
+    s.lockspaces[0]
+        .resources
+        .iter()
+        .find(|r| r.name == name)
+        .map_or(-1, |r| r.fd)
+}
+
 /// vmlockd records each file's identity; a restore that finds the same
 /// identity on the descriptor trusts it and does not walk the path again
 /// (so a renamed-away lease is not noticed, exactly as a daemon that never
