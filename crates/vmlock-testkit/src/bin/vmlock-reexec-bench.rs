@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! start daemon (descriptor limit raised by a wrapper script)
-//! one client: REGISTER, CREATE_LOCKSPACE, ACQUIRE r0..rN (AUTOCREATE)
+//! one client: REGISTER, CREATE_LOCKSPACE, ACQUIRE r0..rN (AUTOCREATE, 128 pipelined at a time)
 //! RSS before ── rounds × { SIGUSR1 → new image ready → new client PONG } ── RSS after
 //! ```
 //! "ready" = a new program image that has its SIGUSR1 handler installed
@@ -65,13 +65,28 @@ fn take_locks(d: &Daemon, n: usize) -> Result<(RawConn, PathBuf, Duration), Stri
     let ls = d.dir().join("ls");
     let lss = ls.to_string_lossy().into_owned();
     call(&mut c, &frames::create_lockspace(1, &lss))?;
-    for i in 0..n {
-        let name = format!("r{i}");
-        call(
-            &mut c,
-            &frames::acquire(2 + i as u32, &lss, &name, frames::FLAG_AUTOCREATE),
-        )
-        .map_err(|e| format!("lock {i}: {e}"))?;
+    // Pipelined, a batch at a time: at 100,000 locks and more (run under
+    // emulation, scripts/vm-run.sh) one round trip per lock takes minutes.
+    const BATCH: usize = 128;
+    for start in (0..n).step_by(BATCH) {
+        let end = (start + BATCH).min(n);
+        let mut frames_out = Vec::new();
+        for i in start..end {
+            let name = format!("r{i}");
+            frames_out.extend_from_slice(&frames::acquire(
+                2 + i as u32,
+                &lss,
+                &name,
+                frames::FLAG_AUTOCREATE,
+            ));
+        }
+        c.send(&frames_out).map_err(|e| e.to_string())?;
+        for i in start..end {
+            let raw = c.recv_frame().map_err(|e| format!("lock {i}: {e}"))?;
+            if let (_, Some(e)) = decode_reply(&raw) {
+                return Err(format!("lock {i}: {} {}", e.code, e.text()));
+            }
+        }
     }
     Ok((c, ls, t.elapsed()))
 }
@@ -82,6 +97,24 @@ fn ms(d: Duration) -> String {
 
 fn mb(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// What a failed round left: is the daemon there, are the locks held, and
+/// the end of its log.
+fn after_failure(d: &Daemon, ls: &Path, n: usize, e: String) -> String {
+    let alive = std::path::Path::new(&format!("/proc/{}", d.pid())).exists();
+    let held = (0..n)
+        .step_by((n / 100).max(1))
+        .filter(|i| matches!(kernel_holder(&ls.join(format!("r{i}"))), Ok(Some(_))))
+        .count();
+    let sampled = n.div_ceil((n / 100).max(1));
+    let log = d.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(3).collect();
+    format!(
+        "{e}; daemon {}, {held} of {sampled} sampled locks held; log ends: {}",
+        if alive { "alive" } else { "gone" },
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )
 }
 
 /// The daemon's own phase timings (vmlockd logs them at each re-exec).
@@ -111,7 +144,10 @@ fn run(
     for _ in 0..rounds {
         std::thread::sleep(gap);
         let w = send_reexec(&d).map_err(|e| e.to_string())?;
-        times.push(w.wait_tight(&d, Duration::from_secs(120))?);
+        match w.wait_tight(&d, Duration::from_secs(120)) {
+            Ok(t) => times.push(t),
+            Err(e) => return Err(after_failure(&d, &ls, n, e)),
+        }
     }
     // Steady state: the daemon gives back what the restore did not use
     // shortly after it serves again.
