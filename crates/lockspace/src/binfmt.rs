@@ -184,7 +184,7 @@ pub(crate) fn put_resource<'s>(
     // The path is only written when the lockspace and name don't give it.
     let in_dir = !dir.is_empty()
         && r.path
-            .is_none_or(|p| crate::state::is_derived_path(dir, r.name, p));
+            .is_none_or(|p| crate::names::is_derived_path(dir, r.name, p));
     let bit = |on: bool, b: u8| if on { b } else { 0 };
     let bits = bit(r.lock_held, LOCK_HELD)
         | bit(r.kind == LockKind::Posix, POSIX)

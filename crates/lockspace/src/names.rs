@@ -10,6 +10,8 @@
 //! default lockspace a name that is not absolute or contains NUL. The path is
 //! `dir + "/" + name` exactly as libvirt builds it (no canonicalisation).
 
+use std::borrow::Cow;
+
 use crate::Error;
 
 fn invalid(name: &str, reason: &'static str) -> Error {
@@ -45,6 +47,27 @@ pub(crate) fn resource_path(lockspace: &str, name: &str) -> Result<String, Error
     Ok(format!("{lockspace}/{name}"))
 }
 
+/// The lease file path a lockspace and a name give (checked by
+/// [`resource_path`] when the name was first accepted).
+pub(crate) fn derived_path<'a>(lockspace: &str, name: &'a str) -> Cow<'a, str> {
+    if lockspace.is_empty() {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{lockspace}/{name}"))
+    }
+}
+
+/// Whether `path` is what [`derived_path`] gives, without building it.
+pub(crate) fn is_derived_path(lockspace: &str, name: &str, path: &str) -> bool {
+    if lockspace.is_empty() {
+        return path == name;
+    }
+    path.len() == lockspace.len() + 1 + name.len()
+        && path.starts_with(lockspace)
+        && path.as_bytes().get(lockspace.len()) == Some(&b'/')
+        && path.ends_with(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +84,18 @@ mod tests {
         for bad in ["rel", "", "/a\0"] {
             assert!(resource_path("", bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The path a resource derives is the one its name was accepted with.
+    #[test]
+    fn derived_paths_are_resource_paths() {
+        for (ls, name) in [("", "/a/b"), ("/d", "x"), ("/d/", "x"), ("/d", "8ea6")] {
+            let want = resource_path(ls, name).expect("valid");
+            assert_eq!(derived_path(ls, name), want);
+            assert!(is_derived_path(ls, name, &want));
+        }
+        assert!(!is_derived_path("/d", "x", "/e/x"));
+        assert!(!is_derived_path("/d", "x", "/dx/x"));
+        assert!(!is_derived_path("", "/a", "/b"));
     }
 }

@@ -565,7 +565,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         let no_owners = owners.is_empty();
         let flags = AcquireFlags::from_wire(flags);
         let path_override =
-            (!crate::state::is_derived_path(ls, &key.1, &path)).then(|| path.into_boxed_str());
+            (!crate::names::is_derived_path(ls, &key.1, &path)).then(|| path.into_boxed_str());
         let res = Resource {
             names: smallvec::smallvec![key],
             path_override,

@@ -164,27 +164,6 @@ pub(crate) struct Resource {
     pub owners: Owners,
 }
 
-/// The lease file path a lockspace and a name give (checked by
-/// `names::resource_path` when the name was first accepted).
-pub(crate) fn derived_path<'a>(lockspace: &str, name: &'a str) -> Cow<'a, str> {
-    if lockspace.is_empty() {
-        Cow::Borrowed(name)
-    } else {
-        Cow::Owned(format!("{lockspace}/{name}"))
-    }
-}
-
-/// Whether `path` is what [`derived_path`] gives, without building it.
-pub(crate) fn is_derived_path(lockspace: &str, name: &str, path: &str) -> bool {
-    if lockspace.is_empty() {
-        return path == name;
-    }
-    path.len() == lockspace.len() + 1 + name.len()
-        && path.starts_with(lockspace)
-        && path.as_bytes().get(lockspace.len()) == Some(&b'/')
-        && path.ends_with(name)
-}
-
 impl Resource {
     /// The lease file's path. Not stored for resources whose path their
     /// first name gives (all of ours): a path per lock is the largest
@@ -192,7 +171,7 @@ impl Resource {
     pub(crate) fn path(&self) -> Cow<'_, str> {
         match (&self.path_override, self.names.first()) {
             (Some(p), _) => Cow::Borrowed(p),
-            (None, Some(k)) => derived_path(&k.0, &k.1),
+            (None, Some(k)) => crate::names::derived_path(&k.0, &k.1),
             (None, None) => Cow::Borrowed(""),
         }
     }
