@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::{self, CompareSpec, Mode};
+use crate::conn::Wait;
 use crate::error::{BenchError, Result};
 use crate::plugin_mode::{self, DEFAULT_PLUGIN, PluginSpec, WorkerSpec};
 use crate::raw::{self, RawMode, RawSpec};
@@ -47,6 +48,10 @@ pub struct LoadOpts {
     /// Fake owner pid of client 0 (client i uses base + i).
     #[arg(long, default_value_t = 100_000)]
     pub pid_base: u32,
+    /// How raw clients wait for a reply: `poll` then `read`, as libvirt's
+    /// client does, or block in `read` (earlier runs).
+    #[arg(long, value_enum, default_value_t = Wait::Poll)]
+    pub wait: Wait,
 }
 
 /// The subcommands.
@@ -138,6 +143,10 @@ pub struct CompareOpts {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// How raw clients wait for a reply: `poll` then `read`, as libvirt's
+    /// client does, or block in `read` (earlier runs).
+    #[arg(long, value_enum, default_value_t = Wait::Poll)]
+    pub wait: Wait,
 }
 
 /// `plugin-worker` options.
@@ -179,6 +188,7 @@ fn raw_mode(socket: PathBuf, mode: RawMode, load: LoadOpts) -> Result<CellResult
         max_ops: load.max_ops,
         files_dir,
         pid_base: load.pid_base,
+        wait: load.wait,
     })
 }
 
@@ -214,6 +224,7 @@ fn compare(o: CompareOpts) -> Result<()> {
         mem_conns: o.mem_conns,
         max_ops: o.max_ops,
         rounds: o.rounds,
+        wait: o.wait,
     };
     let md = report::markdown(&compare::run(&spec)?);
     {

@@ -86,6 +86,8 @@ pub struct CompareSpec {
     pub max_ops: u64,
     /// How many times the whole grid is run; each cell reports its median round.
     pub rounds: u32,
+    /// How raw clients wait for replies.
+    pub wait: crate::conn::Wait,
 }
 
 /// One measured cell.
@@ -256,5 +258,6 @@ fn run_cell(
         max_ops: spec.max_ops,
         files_dir: dir.to_path_buf(),
         pid_base,
+        wait: spec.wait,
     })
 }

@@ -1,13 +1,22 @@
 //! A blocking client connection that sends one call at a time and reads its reply.
 //!
 //! ```text
-//! call:  set serial in the pre-encoded frame ─► write_all ─► read until len word says done
+//! call:  set serial in the pre-encoded frame ─► write_all ─► [poll POLLIN] ─► read
+//!        until the length word says done
 //! ```
 //!
 //! The reply buffer is reused, and in the common case a reply arrives in one `read`, so
-//! a call costs two syscalls and no allocation.
+//! a call costs three system calls (two with [`Wait::Read`]) and no allocation.
+//!
+//! By default a client waits for its reply like libvirt's RPC client does (`poll` for
+//! `POLLIN`, then `read`; seen with `strace` on `lockd.so`). A client blocked in `read`
+//! instead is also woken each time the server merely consumes its request (the UNIX
+//! socket's "writable" wake-up shares the wait queue, and only `poll` filters it), so
+//! the server pays a second cross-CPU wake-up per call that no libvirt client causes;
+//! [`Wait::Read`] keeps that behaviour for comparison with earlier runs.
 
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -20,17 +29,33 @@ use crate::frames::{CallFrame, Outcome, parse_reply};
 /// How long a single reply may take before the bench gives up.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How a client waits for its reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Wait {
+    /// `poll(POLLIN)`, then `read`: what libvirt's client does.
+    #[default]
+    Poll,
+    /// Block in `read` (earlier benchmark runs).
+    Read,
+}
+
 /// One connection to a lock daemon.
 #[derive(Debug)]
 pub struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
     serial: u32,
+    wait: Wait,
 }
 
 impl Conn {
-    /// Connects to the socket at `path`.
+    /// Connects to the socket at `path`; replies are waited for with `poll`.
     pub fn connect(path: &Path) -> Result<Conn> {
+        Conn::connect_waiting(path, Wait::Poll)
+    }
+
+    /// Connects to the socket at `path`, waiting for replies as `wait` says.
+    pub fn connect_waiting(path: &Path, wait: Wait) -> Result<Conn> {
         let stream = UnixStream::connect(path)
             .map_err(BenchError::io(format!("connect {}", path.display())))?;
         stream
@@ -40,6 +65,7 @@ impl Conn {
             stream,
             buf: vec![0; 512],
             serial: 0,
+            wait,
         })
     }
 
@@ -62,6 +88,12 @@ impl Conn {
         while have < want {
             if have == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
+            }
+            if self.wait == Wait::Poll
+                && !vmlock_sys::fd::wait_readable(self.stream.as_fd(), REPLY_TIMEOUT)
+                    .map_err(BenchError::io("poll for reply"))?
+            {
+                return Err(BenchError::BadReply("no reply in time".into()));
             }
             let n = self
                 .stream

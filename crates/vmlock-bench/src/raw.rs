@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Wait};
 use crate::error::{BenchError, Result};
 use crate::frames::{CallFrame, Outcome};
 use crate::stats::{CellResult, Samples, WorkerCounts};
@@ -46,6 +46,8 @@ pub struct RawSpec {
     pub files_dir: PathBuf,
     /// Owner pid of client 0; client i uses `pid_base + i`.
     pub pid_base: u32,
+    /// How clients wait for replies.
+    pub wait: Wait,
 }
 
 /// Name of client `i`'s own disk file.
@@ -105,7 +107,7 @@ pub fn run(spec: &RawSpec) -> Result<CellResult> {
 /// One client thread. Always reaches the barrier, even when setup fails, so the
 /// others are not left waiting.
 fn client(spec: &RawSpec, i: u32, barrier: &Barrier) -> Result<(WorkerCounts, Samples)> {
-    let setup = Conn::connect(&spec.socket).and_then(|mut c| {
+    let setup = Conn::connect_waiting(&spec.socket, spec.wait).and_then(|mut c| {
         c.register(i, spec.pid_base.wrapping_add(i))?;
         Ok(c)
     });

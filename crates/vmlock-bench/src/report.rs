@@ -148,11 +148,15 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(
         out,
         "{:.2} s per cell, median of {} round(s); clients {:?}; targets {}; \
-         load average before / after: {} / {}.\n",
+         raw clients wait with {}; load average before / after: {} / {}.\n",
         s.duration.as_secs_f64(),
         s.rounds.max(1),
         s.clients,
         s.targets.join(", "),
+        match s.wait {
+            crate::conn::Wait::Poll => "poll + read",
+            crate::conn::Wait::Read => "a blocking read",
+        },
         report.load.0,
         report.load.1,
     );
@@ -212,6 +216,7 @@ mod tests {
             mem_conns: 1,
             max_ops: 10,
             rounds: 1,
+            wait: crate::conn::Wait::Poll,
         };
         let report = Report {
             spec,
@@ -259,6 +264,7 @@ mod tests {
             mem_conns: 1,
             max_ops: 10,
             rounds: 3,
+            wait: crate::conn::Wait::Read,
         };
         let report = Report {
             spec,
@@ -273,6 +279,8 @@ mod tests {
         let got = report.cell(Mode::RawOwn, 4, "vmlockd").expect("measured");
         assert_eq!(got.ops, 20_000);
         assert!(report.cell(Mode::RawOwn, 1, "vmlockd").is_none());
-        assert!(markdown(&report).contains("median of 3 round(s)"));
+        let md = markdown(&report);
+        assert!(md.contains("median of 3 round(s)"), "{md}");
+        assert!(md.contains("raw clients wait with a blocking read"), "{md}");
     }
 }

@@ -161,6 +161,26 @@ pub fn dup_raw(raw: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Waits until `fd` is readable (or hung up, or in error) the way libvirt's
+/// RPC client waits for a reply: `poll` for `POLLIN` alone. `Ok(false)` if
+/// `timeout` passed first; `EINTR` is retried with the whole timeout.
+///
+/// Unlike blocking in `read`, a `poll` waiter is not woken when the peer
+/// merely consumes bytes this side sent (a UNIX stream socket signals
+/// "writable" on the same wait queue; `poll` filters it by event, a sleeping
+/// `read` does not).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd` for a descriptor live for the borrow.
+    let n = crate::cvt_retry(|| unsafe { libc::poll(&mut pfd, 1, ms) })?;
+    Ok(n > 0)
+}
+
 /// `fstat` identity of an open file: `(st_dev, st_ino)`.
 pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -174,6 +194,24 @@ pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wait_readable_sees_data_and_times_out_without() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let short = std::time::Duration::from_millis(20);
+        assert!(!super::wait_readable(b.as_fd(), short).unwrap());
+        a.write_all(b"x").unwrap();
+        assert!(super::wait_readable(b.as_fd(), short).unwrap());
+        drop(a);
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(a);
+        assert!(
+            super::wait_readable(b.as_fd(), short).unwrap(),
+            "hang-up counts"
+        );
+    }
+
     #[test]
     fn open_mask_tells_open_from_closed_numbers() {
         // Numbers far above anything this test process opens (other tests
