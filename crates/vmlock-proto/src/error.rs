@@ -33,6 +33,8 @@ pub mod code {
     pub const OPERATION_INVALID: i32 = 55;
     /// `VIR_ERR_CONFIG_UNSUPPORTED`.
     pub const CONFIG_UNSUPPORTED: i32 = 67;
+    /// `VIR_ERR_ARGUMENT_UNSUPPORTED`.
+    pub const ARGUMENT_UNSUPPORTED: i32 = 74;
     /// `VIR_ERR_RESOURCE_BUSY`.
     pub const RESOURCE_BUSY: i32 = 87;
     /// `VIR_ERR_NO_SERVER`.
@@ -130,6 +132,7 @@ impl WireError {
             code::OPERATION_DENIED => "operation forbidden: %s",
             code::OPERATION_INVALID => "Requested operation is not valid: %s",
             code::CONFIG_UNSUPPORTED => "unsupported configuration: %s",
+            code::ARGUMENT_UNSUPPORTED => "argument unsupported: %s",
             code::RESOURCE_BUSY => "resource busy: %s",
             code::NO_SERVER => "Server not found: %s",
             code::NO_CLIENT => "Client not found: %s",

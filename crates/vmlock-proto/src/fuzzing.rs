@@ -32,8 +32,9 @@ pub fn fuzz_entry_decode_frame(data: &[u8]) {
     assert_eq!(Header::decode(&msg.header.to_bytes()), Ok(msg.header));
     match route::route(&msg.header, &[Program::Lock, Program::Admin]) {
         Route::Lock(p) => check_call(p, &msg.payload),
+        Route::Admin(p) => check_admin_call(p, &msg.payload),
         Route::Reply(e) => check_reply(&msg.header, &e),
-        Route::Keepalive(_) | Route::Admin(_) | Route::Drop => {}
+        Route::Keepalive(_) | Route::Drop => {}
     }
     check_wire_error(&msg.payload);
     let again = encode_frame(&msg.header, &msg.payload);
@@ -43,7 +44,8 @@ pub fn fuzz_entry_decode_frame(data: &[u8]) {
 }
 
 /// Argument path: the first byte picks a lock procedure (1..=8), 0 picks the
-/// `WireError` decoder and anything else the admin typed-parameter array.
+/// `WireError` decoder, 101..=119 an admin procedure's arguments (1..=19)
+/// and anything else the admin typed-parameter array.
 pub fn fuzz_entry_decode_args(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -51,7 +53,25 @@ pub fn fuzz_entry_decode_args(data: &[u8]) {
     match lock::Procedure::from_i32(i32::from(sel)) {
         Some(p) => check_call(p, rest),
         None if sel == 0 => check_wire_error(rest),
+        None if (101..=119).contains(&sel) => check_admin_call(i32::from(sel) - 100, rest),
         None => check_params(rest),
+    }
+}
+
+/// Admin arguments: decoding never panics, and what decodes re-encodes to a
+/// prefix of the input (trailing bytes are ignored, as libvirt does) that
+/// decodes to the same call.
+fn check_admin_call(p: i32, payload: &[u8]) {
+    let Some(p) = admin::Procedure::from_i32(p) else {
+        return;
+    };
+    if let Ok(call) = admin::decode_call(p, payload) {
+        assert_eq!(call.procedure(), p);
+        let mut e = Encoder::new();
+        call.encode(&mut e);
+        let bytes = e.into_vec();
+        assert!(bytes.len() <= payload.len());
+        assert_eq!(admin::decode_call(p, &bytes), Ok(call));
     }
 }
 

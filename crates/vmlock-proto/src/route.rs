@@ -113,9 +113,17 @@ pub fn reply_error(req: &Header, e: &WireError) -> Vec<u8> {
     encode_message(&req.reply_to(Status::Error), e)
 }
 
-/// The 28-byte success reply to `req` (every lock procedure returns `void`).
+/// A whole successful reply frame to `req` (length word included): its prog, vers,
+/// proc and serial, type REPLY, status OK, followed by `payload` (already-encoded XDR,
+/// e.g. an [`admin::Ret`]).
+pub fn reply_with(req: &Header, payload: &[u8]) -> Vec<u8> {
+    encode_frame(&req.reply_to(Status::Ok), payload)
+}
+
+/// The 28-byte success reply to `req` (every lock procedure returns `void`):
+/// [`reply_with`] and an empty payload.
 pub fn reply_ok(req: &Header) -> Vec<u8> {
-    encode_frame(&req.reply_to(Status::Ok), &[])
+    reply_with(req, &[])
 }
 
 /// Length of [`reply_ok_frame`]: the length word and a header.
@@ -275,6 +283,41 @@ mod tests {
         assert_eq!(
             u32::from_be_bytes([err[0], err[1], err[2], err[3]]) as usize,
             err.len()
+        );
+    }
+
+    #[test]
+    fn reply_with_carries_payload() {
+        for serial in [0, 5, u32::MAX] {
+            let req = Header {
+                serial,
+                ..lock_call(3)
+            };
+            assert_eq!(reply_ok(&req), reply_with(&req, &[]));
+            assert_eq!(reply_with(&req, &[]).as_slice(), reply_ok_frame(&req));
+        }
+
+        let req = Header {
+            serial: 0x0102_0304,
+            ..h(admin::PROGRAM, 1, 3, MessageType::Call, Status::Ok)
+        };
+        let ret = admin::Ret::LibVersion(9_000_000);
+        let payload = crate::xdr::XdrEncode::to_xdr(&ret);
+        let frame = reply_with(&req, &payload);
+        assert_eq!(frame.len(), 28 + 8);
+        assert_eq!(&frame[..4], &[0, 0, 0, 36]);
+        assert_eq!(
+            &frame[4..28],
+            &[
+                0x06, 0x90, 0x06, 0x90, 0, 0, 0, 1, 0, 0, 0, 3, // prog vers proc
+                0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 0, 0, // REPLY serial OK
+            ]
+        );
+        let msg = crate::frame::parse_body(&frame[4..]).expect("valid body");
+        assert_eq!(msg.header, req.reply_to(Status::Ok));
+        assert_eq!(
+            admin::Ret::decode(admin::Procedure::ConnectGetLibVersion, &msg.payload),
+            Ok(ret)
         );
     }
 }
