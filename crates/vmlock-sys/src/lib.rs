@@ -22,6 +22,7 @@ pub mod mem;
 pub mod plugin;
 pub mod process;
 pub mod signal;
+pub mod user;
 
 use std::ffi::CStr;
 use std::io;

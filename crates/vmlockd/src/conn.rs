@@ -35,7 +35,7 @@ use vmlock_proto::lock;
 use vmlock_proto::route::{self, KeepaliveAction, Route};
 
 use crate::ratelimit::RateLimit;
-use crate::server::{Ctx, Mode, ServerKind};
+use crate::server::{ConnCtl, Ctx, Mode, ServerKind};
 use crate::session::{self, Session};
 
 /// Read buffer growth step.
@@ -111,6 +111,7 @@ pub async fn serve(
     mut session: Session,
     mut unread: Vec<u8>,
     mut mode: watch::Receiver<Mode>,
+    ctl: Arc<ConnCtl>,
 ) -> End {
     // A second receiver, only ever asked `has_changed` (one atomic load):
     // the first one's `changed` future is polled once per mode change to
@@ -120,6 +121,8 @@ pub async fn serve(
         let changed = {
             let changed = mode.changed();
             tokio::pin!(changed);
+            let killed = ctl.notified();
+            tokio::pin!(killed);
             let mut io = Io {
                 stream: &mut stream,
                 session: &mut session,
@@ -129,7 +132,9 @@ pub async fn serve(
                     held: 0,
                 },
             };
-            let r = io.serve_until(&ctx, kind, changed, &probe).await;
+            let r = io
+                .serve_until(&ctx, kind, Wakers { changed, killed }, &probe, &ctl)
+                .await;
             // A parked buffer is small again or goes with the connection.
             drop(io);
             r
@@ -162,21 +167,27 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
-    /// Serves frames until the connection must close (`None`) or the mode
+    /// Serves frames until the connection must close (`None`: EOF, error,
+    /// protocol violation, admin CONNECT_CLOSE or CLIENT_CLOSE) or the mode
     /// watch fires (`Some(false)` if its sender is gone).
-    async fn serve_until<F>(
+    async fn serve_until<F, K>(
         &mut self,
         ctx: &Arc<Ctx>,
         kind: ServerKind,
-        mut changed: Pin<&mut F>,
+        mut w: Wakers<'_, F, K>,
         probe: &watch::Receiver<Mode>,
+        ctl: &ConnCtl,
     ) -> Option<bool>
     where
         F: Future<Output = Result<(), watch::error::RecvError>>,
+        K: Future<Output = ()>,
     {
         let mut armed = false;
         loop {
             while self.serve_one(ctx, kind).await? {}
+            if ctl.closing() {
+                return None;
+            }
             if self.unread.capacity() - self.unread.len() < 4096 {
                 self.unread.reserve(READ_CHUNK);
             }
@@ -191,25 +202,28 @@ impl Io<'_> {
                 }
                 return None;
             }
-            match self.wait(changed.as_mut(), probe, &mut armed).await {
+            match self.wait(&mut w, probe, ctl, &mut armed).await {
                 Wake::Mode(alive) => return Some(alive),
-                Wake::Read(Ok(0) | Err(_)) => return None,
+                Wake::Read(Ok(0) | Err(_)) | Wake::Killed => return None,
                 Wake::Read(Ok(_)) => {}
             }
         }
     }
 
-    /// Waits for bytes or a mode change, the mode first. `changed` is
-    /// polled until it has registered this task's waker (`armed`); after
-    /// that a mode change still wakes the task and `probe` tells.
-    async fn wait<F>(
+    /// Waits for bytes, a mode change or a close request, the mode first.
+    /// `changed` and `killed` are polled until they have registered this
+    /// task's waker (`armed`); after that they still wake the task, and
+    /// `probe` and `ctl` (one atomic load each) tell which.
+    async fn wait<F, K>(
         &mut self,
-        mut changed: Pin<&mut F>,
+        w: &mut Wakers<'_, F, K>,
         probe: &watch::Receiver<Mode>,
+        ctl: &ConnCtl,
         armed: &mut bool,
     ) -> Wake
     where
         F: Future<Output = Result<(), watch::error::RecvError>>,
+        K: Future<Output = ()>,
     {
         std::future::poll_fn(|cx| {
             match probe.has_changed() {
@@ -217,14 +231,20 @@ impl Io<'_> {
                 Ok(true) => return Poll::Ready(Wake::Mode(true)),
                 Err(_) => return Poll::Ready(Wake::Mode(false)),
             }
+            if ctl.closing() {
+                return Poll::Ready(Wake::Killed);
+            }
             let read = self.stream.read_buf(self.unread);
             tokio::pin!(read);
             if let Poll::Ready(r) = read.poll(cx) {
                 return Poll::Ready(Wake::Read(r));
             }
             if !*armed {
-                if let Poll::Ready(c) = changed.as_mut().poll(cx) {
+                if let Poll::Ready(c) = w.changed.as_mut().poll(cx) {
                     return Poll::Ready(Wake::Mode(c.is_ok()));
+                }
+                if w.killed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Killed);
                 }
                 *armed = true;
             }
@@ -259,7 +279,7 @@ impl Io<'_> {
         let bytes = match &reply {
             Reply::Nothing => return Some(true),
             Reply::Ok(b) => b.as_slice(),
-            Reply::Frame(v) => v.as_slice(),
+            Reply::Frame(v) | Reply::FrameThenClose(v) => v.as_slice(),
         };
         // Written at once as a rule (a reply is small, the socket's buffer
         // has room); the future is only for a client that is not reading.
@@ -272,8 +292,19 @@ impl Io<'_> {
         if !rest.is_empty() && self.stream.write_all(rest).await.is_err() {
             return None;
         }
+        if matches!(reply, Reply::FrameThenClose(_)) {
+            return None;
+        }
         Some(true)
     }
+}
+
+/// The futures besides the socket that wake a waiting connection.
+struct Wakers<'a, F, K> {
+    /// The daemon's mode changed.
+    changed: Pin<&'a mut F>,
+    /// An admin asked this connection to close.
+    killed: Pin<&'a mut K>,
 }
 
 /// What woke [`Io::wait`].
@@ -282,6 +313,8 @@ enum Wake {
     Mode(bool),
     /// A read finished.
     Read(std::io::Result<usize>),
+    /// An admin closed the connection.
+    Killed,
 }
 
 /// The answer to one frame.
@@ -292,6 +325,8 @@ enum Reply {
     Ok([u8; route::REPLY_OK_LEN]),
     /// Any other frame.
     Frame(Vec<u8>),
+    /// A frame, after which the connection closes (admin CONNECT_CLOSE).
+    FrameThenClose(Vec<u8>),
 }
 
 fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {
@@ -338,14 +373,38 @@ async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) 
         Route::Keepalive(KeepaliveAction::Pong) => Reply::Frame(keepalive::pong()),
         Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
         Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
-        // The admin program is not served yet (see ServerKind::programs), so
-        // the router never yields it; answer as for an unknown program anyway.
-        Route::Admin(_) => Reply::Frame(route::reply_error(
-            &h,
-            &WireError::unknown_program(h.prog, h.vers),
-        )),
+        Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload),
     };
     Some(reply)
+}
+
+fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[u8]) -> Reply {
+    let Some(p) = vmlock_proto::admin::Procedure::from_i32(p) else {
+        return Reply::Frame(route::reply_error(h, &WireError::unknown_procedure(p)));
+    };
+    let call = match vmlock_proto::admin::decode_call(p, payload) {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(client = s.id, "undecodable admin payload: {e}");
+            return Reply::Frame(route::reply_error(h, &WireError::payload_decode()));
+        }
+    };
+    match crate::admin::dispatch(ctx, call) {
+        Ok(a) => {
+            let mut e = vmlock_proto::xdr::Encoder::new();
+            a.ret.encode(&mut e);
+            let frame = route::reply_with(h, e.as_slice());
+            if a.close {
+                Reply::FrameThenClose(frame)
+            } else {
+                Reply::Frame(frame)
+            }
+        }
+        Err(e) => {
+            debug!(client = s.id, code = e.code, "admin call failed: {e}");
+            Reply::Frame(route::reply_error(h, &e))
+        }
+    }
 }
 
 async fn lock_call(

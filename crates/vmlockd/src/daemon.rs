@@ -10,6 +10,7 @@
 //!     --timeout → exit after SECS with no client on either server *and* no lock
 //! ```
 
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -74,11 +75,13 @@ pub async fn serve(
     for (kind, h) in resumed {
         h.stream.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(h.stream)?;
+        let gid = vmlock_sys::cred::peer_cred(stream.as_fd()).map_or(u32::MAX, |c| c.gid);
         server::start_connection(
             &ctx,
             kind,
             stream,
             h.session,
+            gid,
             h.unread,
             mode_rx.clone(),
             &conns,
@@ -99,7 +102,9 @@ pub async fn serve(
         warn!("cannot notify the service manager: {e}");
     }
     info!("serving");
-    let stopped = wait_for_stop(&ctx, signals, timeout).await?;
+    ctx.idle_timeout
+        .store(timeout.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    let stopped = wait_for_stop(&ctx, signals).await?;
     let _ = mode_tx.send(match stopped {
         Stopped::Shutdown => Mode::Shutdown,
         Stopped::ReExec => Mode::ReExec,
@@ -165,11 +170,7 @@ impl Signals {
     }
 }
 
-async fn wait_for_stop(
-    ctx: &Arc<Ctx>,
-    sig: &mut Signals,
-    timeout: Option<u32>,
-) -> std::io::Result<Stopped> {
+async fn wait_for_stop(ctx: &Arc<Ctx>, sig: &mut Signals) -> std::io::Result<Stopped> {
     let Signals {
         term,
         int,
@@ -181,6 +182,10 @@ async fn wait_for_stop(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut idle_since: Option<Instant> = None;
     loop {
+        let timeout = ctx.idle_timeout.load(std::sync::atomic::Ordering::Relaxed);
+        if timeout == 0 {
+            idle_since = None;
+        }
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); return Ok(Stopped::Shutdown) }
             _ = int.recv() => { info!("SIGINT: shutting down"); return Ok(Stopped::Shutdown) }
@@ -188,9 +193,11 @@ async fn wait_for_stop(
             _ = usr1.recv() => { info!("SIGUSR1: re-exec"); return Ok(Stopped::ReExec) }
             _ = hup.recv() => warn!("SIGHUP ignored (use SIGUSR1 to re-exec, SIGTERM to stop)"),
             _ = usr2.recv() => warn!("SIGUSR2 ignored"),
-            _ = tick.tick(), if timeout.is_some_and(|t| t > 0) => {
-                if idle_expired(ctx, &mut idle_since, timeout.unwrap_or(0)) {
-                    info!("idle for {}s with no clients and no locks: exiting", timeout.unwrap_or(0));
+            // virt-admin `daemon-timeout` changed it: look again.
+            _ = ctx.timeout_changed.notified() => {}
+            _ = tick.tick(), if timeout > 0 => {
+                if idle_expired(ctx, &mut idle_since, timeout) {
+                    info!("idle for {timeout}s with no clients and no locks: exiting");
                     return Ok(Stopped::Shutdown);
                 }
             }

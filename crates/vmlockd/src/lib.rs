@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod activation;
+pub mod admin;
 pub mod cli;
 #[cfg(feature = "etcd")]
 pub mod cluster;
@@ -167,12 +168,14 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
     } else {
         None
     };
+    let default =
+        logging::default_outputs(settings.level, cli.daemon, env.privileged, env.home.clone());
     let outputs = if settings.outputs.is_empty() {
-        logging::default_outputs(settings.level, cli.daemon, env.privileged, env.home.clone())
+        default.clone()
     } else {
         settings.outputs.clone()
     };
-    for w in logging::install(&settings, outputs) {
+    for w in logging::install(&settings, outputs, default) {
         warn!("{w}");
     }
     for w in conf_warnings {

@@ -539,7 +539,10 @@ pub fn build_servers(
         .into_iter()
         .map(|kind| ServerRef {
             name: kind.name().to_owned(),
-            max_clients: ctx.server(kind).max_clients as u64,
+            max_clients: ctx
+                .server(kind)
+                .max_clients
+                .load(std::sync::atomic::Ordering::Relaxed) as u64,
             next_client_id: ctx
                 .server(kind)
                 .next_id

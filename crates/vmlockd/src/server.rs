@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,7 +53,7 @@ impl ServerKind {
     pub fn programs(self) -> &'static [Program] {
         match self {
             ServerKind::Main => &[Program::Lock],
-            ServerKind::Admin => &[],
+            ServerKind::Admin => &[Program::Admin],
         }
     }
 
@@ -73,8 +73,16 @@ pub struct ServerState {
     pub clients: AtomicUsize,
     /// Next client id.
     pub next_id: AtomicU64,
-    /// Limit.
-    pub max_clients: usize,
+    /// Limit (changeable with virt-admin `srv-clients-set`).
+    pub max_clients: AtomicUsize,
+    /// libvirt's limit on clients waiting for authentication: kept and
+    /// reported for virt-admin; no client here ever waits for it.
+    pub max_unauth_clients: AtomicUsize,
+    /// Priority workers asked for with `srv-threadpool-set` (reported only:
+    /// calls run on the event loop, as virtlockd's do).
+    pub prio_workers: AtomicU32,
+    /// The connected clients, by id, for virt-admin.
+    pub registry: Mutex<BTreeMap<u64, ClientEntry>>,
 }
 
 impl ServerState {
@@ -82,8 +90,58 @@ impl ServerState {
         ServerState {
             clients: AtomicUsize::new(0),
             next_id: AtomicU64::new(next_id.max(1)),
-            max_clients: max_clients as usize,
+            max_clients: AtomicUsize::new(max_clients as usize),
+            max_unauth_clients: AtomicUsize::new(max_clients as usize),
+            prio_workers: AtomicU32::new(0),
+            registry: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The registry, even if a panicking thread poisoned its lock.
+    pub fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientEntry>> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What virt-admin may learn about, and do to, one connection.
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    /// Connection time, seconds since the epoch.
+    pub timestamp: i64,
+    /// Peer pid (−1 if unknown), uid and gid from SO_PEERCRED.
+    pub pid: i32,
+    /// Peer uid.
+    pub uid: u32,
+    /// Peer gid.
+    pub gid: u32,
+    /// Asks the connection to close.
+    pub ctl: Arc<ConnCtl>,
+}
+
+/// A request to close one connection from outside it (admin CLIENT_CLOSE).
+/// The connection sees it at its next wait and closes as on EOF, running the
+/// holder logic of spec §5.4.
+#[derive(Debug, Default)]
+pub struct ConnCtl {
+    kill: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl ConnCtl {
+    /// Asks the connection to close.
+    pub fn close(&self) {
+        self.kill.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn closing(&self) -> bool {
+        self.kill.load(Ordering::Acquire)
+    }
+
+    /// A future that completes after the next [`close`](Self::close).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
     }
 }
 
@@ -109,6 +167,11 @@ pub struct Ctx {
     /// Receive-buffer bytes beyond the per-connection allowance, daemon-wide
     /// (see [`conn::BIG_BUFFER_BUDGET`]).
     pub big_buffers: std::sync::atomic::AtomicUsize,
+    /// Seconds of idleness (no clients, no locks) after which the daemon
+    /// exits; 0: never. `--timeout`, or virt-admin `daemon-timeout`.
+    pub idle_timeout: AtomicU32,
+    /// Wakes the idle-timeout watcher after `idle_timeout` changed.
+    pub timeout_changed: tokio::sync::Notify,
 }
 
 impl Ctx {
@@ -125,6 +188,8 @@ impl Ctx {
             terminations: Mutex::new(JoinSet::new()),
             parked: Mutex::new(Vec::new()),
             big_buffers: std::sync::atomic::AtomicUsize::new(0),
+            idle_timeout: AtomicU32::new(0),
+            timeout_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -141,9 +206,11 @@ impl Ctx {
         self.main.clients.load(Ordering::Relaxed) + self.admin.clients.load(Ordering::Relaxed)
     }
 
-    /// Called by a connection when it closes.
-    pub fn client_gone(&self, kind: ServerKind, _id: u64) {
-        self.server(kind).clients.fetch_sub(1, Ordering::Relaxed);
+    /// Called by a connection when it closes (or is parked for re-exec).
+    pub fn client_gone(&self, kind: ServerKind, id: u64) {
+        let st = self.server(kind);
+        st.registry().remove(&id);
+        st.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Starts the termination of a holder process in the background.
@@ -227,23 +294,47 @@ fn admit(
     mode: &watch::Receiver<Mode>,
     conns: &Arc<Mutex<JoinSet<()>>>,
 ) {
-    let Some(session) = check_peer(ctx, kind, &stream) else {
+    let Some((session, gid)) = check_peer(ctx, kind, &stream) else {
         return;
     };
-    start_connection(ctx, kind, stream, session, Vec::new(), mode.clone(), conns);
+    start_connection(
+        ctx,
+        kind,
+        stream,
+        session,
+        gid,
+        Vec::new(),
+        mode.clone(),
+        conns,
+    );
 }
 
-/// Starts serving a connection (new, or adopted after a re-exec).
+/// Starts serving a connection (new, or adopted after a re-exec); `gid` is
+/// the peer's group from SO_PEERCRED, for virt-admin's `client-info`.
+#[allow(clippy::too_many_arguments)]
 pub fn start_connection(
     ctx: &Arc<Ctx>,
     kind: ServerKind,
     stream: UnixStream,
     session: Session,
+    gid: u32,
     unread: Vec<u8>,
     mode: watch::Receiver<Mode>,
     conns: &Arc<Mutex<JoinSet<()>>>,
 ) {
-    ctx.server(kind).clients.fetch_add(1, Ordering::Relaxed);
+    let st = ctx.server(kind);
+    st.clients.fetch_add(1, Ordering::Relaxed);
+    let ctl = Arc::new(ConnCtl::default());
+    st.registry().insert(
+        session.id,
+        ClientEntry {
+            timestamp: session.conn_time,
+            pid: session.peer_pid,
+            uid: session.peer_uid,
+            gid,
+            ctl: Arc::clone(&ctl),
+        },
+    );
     let span = info_span!(
         "client",
         server = kind.name(),
@@ -253,7 +344,7 @@ pub fn start_connection(
     let ctx2 = ctx.clone();
     let task = async move {
         if let End::Handover(h) =
-            conn::serve(ctx2.clone(), kind, stream, session, unread, mode).await
+            conn::serve(ctx2.clone(), kind, stream, session, unread, mode, ctl).await
         {
             ctx2.client_gone(kind, h.session.id);
             ctx2.parked
@@ -267,8 +358,9 @@ pub fn start_connection(
     set.spawn(task.instrument(span));
 }
 
-/// Applies the credential and client-count checks of spec §5.1 / §8.9.
-fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<Session> {
+/// Applies the credential and client-count checks of spec §5.1 / §8.9;
+/// returns the new session and the peer's gid.
+fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<(Session, u32)> {
     let cred = match vmlock_sys::cred::peer_cred(stream.as_fd()) {
         Ok(c) => c,
         Err(e) => {
@@ -291,12 +383,12 @@ fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<S
         return None;
     }
     let st = ctx.server(kind);
-    if st.clients.load(Ordering::Relaxed) >= st.max_clients {
+    let max = st.max_clients.load(Ordering::Relaxed);
+    if st.clients.load(Ordering::Relaxed) >= max {
         if REFUSED_LOG.allow() {
             warn!(
                 server = kind.name(),
-                max = st.max_clients,
-                "too many clients: refusing pid {pid}"
+                max, "too many clients: refusing pid {pid}"
             );
         }
         return None;
@@ -311,7 +403,7 @@ fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<S
         }
     };
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
-    Some(Session::new(id, pid, cred.uid, pidfd))
+    Some((Session::new(id, pid, cred.uid, pidfd), cred.gid))
 }
 
 /// A pidfd for the peer: exact with SO_PEERPIDFD; otherwise pidfd_open by
