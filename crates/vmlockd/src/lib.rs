@@ -293,9 +293,10 @@ fn start(
             lockspace::Engine::new(opts),
             listeners(&p, act_env)?,
             Vec::new(),
-            (1, 1),
+            ((1, 1), (None, None)),
         ),
     };
+    let (next_ids, limits) = next_ids;
     let engine = Arc::new(engine);
     let hooks = cluster.as_ref().map(|c| {
         c.attach(&engine);
@@ -316,6 +317,14 @@ fn start(
     ctx.admin
         .next_id
         .store(next_ids.1, std::sync::atomic::Ordering::Relaxed);
+    // A limit changed with virt-admin survives a re-exec, as in virtlockd.
+    for (st, limit) in [(&ctx.main, limits.0), (&ctx.admin, limits.1)] {
+        if let Some(n) = limit.and_then(|n| usize::try_from(n).ok()) {
+            use std::sync::atomic::Ordering::Relaxed;
+            st.max_clients.store(n, Relaxed);
+            st.max_unauth_clients.fetch_min(n, Relaxed);
+        }
+    }
     Ok(Started {
         runtime,
         ctx: Arc::new(ctx),
@@ -385,7 +394,8 @@ type RestoredParts = (
     lockspace::Engine,
     Vec<Listener>,
     Vec<(ServerKind, conn::Handover)>,
-    (u64, u64),
+    // Next client ids and client limits, main and admin.
+    ((u64, u64), (Option<u64>, Option<u64>)),
 );
 
 fn restored(r: reexec::Restored) -> RestoredParts {
@@ -403,7 +413,7 @@ fn restored(r: reexec::Restored) -> RestoredParts {
         r.conns.len(),
         r.listeners.len()
     );
-    (r.engine, r.listeners, r.conns, r.next_ids)
+    (r.engine, r.listeners, r.conns, (r.next_ids, r.max_clients))
 }
 
 impl Started {

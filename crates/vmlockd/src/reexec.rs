@@ -104,6 +104,9 @@ pub struct Restored {
     pub report: RestoreReport,
     /// Next client ids, main and admin.
     pub next_ids: (u64, u64),
+    /// Client limits in force before the re-exec (virt-admin may have changed
+    /// them), main and admin; they win over the configuration, as in virtlockd.
+    pub max_clients: (Option<u64>, Option<u64>),
     /// Log lines for what was odd in the rest.
     pub problems: Vec<String>,
 }
@@ -429,6 +432,7 @@ impl Inherited {
         let mut listeners = Vec::new();
         let mut conns = Vec::new();
         let mut next_ids = (1, 1);
+        let mut max_clients = (None, None);
         for srv in std::mem::take(&mut self.state.servers) {
             let kind = match srv.name.as_str() {
                 "virtlockd" => ServerKind::Main,
@@ -438,9 +442,10 @@ impl Inherited {
                     continue;
                 }
             };
+            let limit = (srv.max_clients > 0).then_some(srv.max_clients);
             match kind {
-                ServerKind::Main => next_ids.0 = srv.next_client_id,
-                ServerKind::Admin => next_ids.1 = srv.next_client_id,
+                ServerKind::Main => (next_ids.0, max_clients.0) = (srv.next_client_id, limit),
+                ServerKind::Admin => (next_ids.1, max_clients.1) = (srv.next_client_id, limit),
             }
             self.restore_server(kind, srv, &mut listeners, &mut conns, &mut problems);
         }
@@ -455,6 +460,7 @@ impl Inherited {
             engine,
             report,
             next_ids,
+            max_clients,
             problems,
         }
     }

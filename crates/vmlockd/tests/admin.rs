@@ -287,3 +287,45 @@ fn connect_close_replies_then_closes_and_bad_calls_keep_the_connection() {
         "closed after the reply"
     );
 }
+
+#[test]
+fn a_client_limit_set_with_virt_admin_survives_a_re_exec() {
+    let d = ours("log_level = 2\n");
+    let mut a = Admin::open(&d);
+    let limit = |n| vmlock_proto::admin::TypedParam {
+        field: "nclients_max".into(),
+        value: vmlock_proto::admin::TypedValue::UInt(n),
+    };
+    let unauth = vmlock_proto::admin::TypedParam {
+        field: "nclients_unauth_max".into(),
+        value: vmlock_proto::admin::TypedValue::UInt(7),
+    };
+    a.call(&Call::ServerSetClientLimits {
+        srv: server("virtlockd"),
+        params: vec![limit(7), unauth],
+        flags: 0,
+    })
+    .expect("set limits");
+    d.signal(libc::SIGUSR1).expect("re-exec");
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .log_text()
+            .contains("restored after re-exec")),
+        "{}",
+        d.log_text()
+    );
+    // The admin connection itself was handed over to the new image.
+    assert!(a.conn.barrier_is_pong(), "the admin connection survives");
+    let Ok(Ret::Params(p)) = a.call(&Call::ServerGetClientLimits {
+        srv: server("virtlockd"),
+        flags: 0,
+    }) else {
+        panic!("limits");
+    };
+    let max = p.iter().find(|p| p.field == "nclients_max");
+    assert_eq!(
+        max.map(|p| p.value.clone()),
+        Some(vmlock_proto::admin::TypedValue::UInt(7)),
+        "{p:?}"
+    );
+}
