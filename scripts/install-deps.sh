@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent).
 #   libvirt-daemon    the reference virtlockd 9.0 and libvirt's lockd.so plugin
+#   libvirt-clients   virt-admin, which the admin tests drive against both daemons
 #   etcd-server       private etcd instances for the cluster back end's tests
 #   protobuf-compiler protoc, needed to build the etcd client
 #   python3           used by a few tests as an independent second process
 #   openssl           the etcd TLS tests make their CA and certificates with it
 set -euo pipefail
-pkgs=(libvirt-daemon etcd-server protobuf-compiler python3 openssl)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler python3 openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
