@@ -278,3 +278,35 @@ fn acquire_and_release_for_an_owner_pid() {
         let _ = owner.wait();
     }
 }
+
+/// Quirk 8, decided to match virtlockd: locks registered for an owner pid
+/// that never connects itself (pid 0, as libxl may send, or a process that
+/// is already gone) are not reaped; they stay until released for that pid,
+/// which `vmlockctl release --pid` does.
+#[test]
+fn locks_of_an_owner_that_never_connects_stay_until_released_for_it() {
+    let mut gone = Command::new("true").spawn().expect("true");
+    let _ = gone.wait();
+    let gone = gone.id().to_string();
+    for f in flavors() {
+        let d = start(f);
+        for (pid, name) in [("0", "pid0.img"), (gone.as_str(), "gone.img")] {
+            let img = disk(&d, name);
+            let o = run(ctl(&d).args(["acquire", "--pid", pid, &img]));
+            assert_eq!(o.status.code(), Some(0), "{}: {}", f.name(), stderr(&o));
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                check_text(&d, &[&img]).contains("locked exclusive"),
+                "{}: pid {pid}: still held after its registering connection closed",
+                f.name()
+            );
+            let o = run(ctl(&d).args(["release", "--pid", pid, &img]));
+            assert_eq!(o.status.code(), Some(0), "{}: {}", f.name(), stderr(&o));
+            assert!(
+                check_text(&d, &[&img]).contains(": unlocked"),
+                "{}",
+                f.name()
+            );
+        }
+    }
+}
