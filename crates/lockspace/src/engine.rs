@@ -114,6 +114,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Makes a named lockspace known without touching its directory (so a
+    /// hung filesystem cannot stall the caller): for lockspaces remembered
+    /// from before a restart. True if it was not known yet.
+    pub fn remember_lockspace(&self, path: &str) -> bool {
+        !path.is_empty() && self.state().named.insert(path.to_owned())
+    }
+
+    /// The named lockspaces' directories, sorted.
+    pub fn lockspace_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state().named.iter().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// NEW: like [`Engine::create_lockspace`] but fails if the lockspace
     /// exists; a failed creation stores nothing (quirk 18).
     pub fn new_lockspace(&self, path: &str) -> Result<(), Error> {

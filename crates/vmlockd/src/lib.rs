@@ -20,6 +20,7 @@ pub mod fsexec;
 mod fuzzing;
 pub mod holder;
 pub mod logging;
+pub mod lslist;
 pub mod paths;
 pub mod pidfile;
 pub mod ratelimit;
@@ -271,6 +272,7 @@ fn start(
     // Handlers in place: what arrived since `main` began is delivered now,
     // to this thread (threads started before keep them blocked).
     vmlock_sys::signal::unblock(&HANDLED_SIGNALS).map_err(|e| fatal(exit::SIGNAL, e))?;
+    let cold_start = inherited.is_none();
     let (engine, listeners, conns, next_ids) = match inherited {
         Some(inh) => {
             let t0 = std::time::Instant::now();
@@ -297,6 +299,13 @@ fn start(
         ),
     };
     let (next_ids, limits) = next_ids;
+    // Lockspaces libvirt created before a restart (quirk 17): remembered
+    // beside the sockets; a re-exec carries them in its state instead.
+    if cold_start {
+        lslist::restore(&engine, &p.lockspace_list);
+    }
+    let lockspaces = lslist::LockspaceList::new(p.lockspace_list.clone(), engine.lockspace_paths());
+    lockspaces.sync();
     let engine = Arc::new(engine);
     let hooks = cluster.as_ref().map(|c| {
         c.attach(&engine);
@@ -308,6 +317,7 @@ fn start(
         // keep all of them off the event loop.
         fs: fsexec::FsExec::new(hooks.is_some()),
         cluster: hooks,
+        lockspaces: Some(lockspaces),
     });
     let grace = Duration::from_millis(u64::from(conf.holder_kill_grace_ms));
     let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients, grace);

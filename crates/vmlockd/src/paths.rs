@@ -7,6 +7,7 @@
 //! | admin socket  | `<run dir>/virtlockd-admin-sock`      | same                               |
 //! | pid file      | `/run/virtlockd.pid`                  | `<run dir>/virtlockd.pid`           |
 //! | re-exec state | `/run/virtlockd-restart-exec.json`    | `<run dir>/virtlockd-restart-exec.json` |
+//! | lockspaces    | `<socket dir>/vmlockd-lockspaces`     | same (remembered across restarts)  |
 //! | config        | `/etc/libvirt/virtlockd.conf`         | `$XDG_CONFIG_HOME/libvirt/virtlockd.conf` |
 //!
 //! Without `XDG_RUNTIME_DIR` the unprivileged run dir is `~/.cache/libvirt`
@@ -33,6 +34,8 @@ pub struct Paths {
     pub pid_file: PathBuf,
     /// Re-exec state file.
     pub state_file: PathBuf,
+    /// The named lockspaces remembered across a restart (beside the sockets).
+    pub lockspace_list: PathBuf,
 }
 
 /// The environment the paths depend on.
@@ -107,6 +110,7 @@ impl Env {
             admin_sock: sock_dir.join("virtlockd-admin-sock"),
             pid_file: pid_file.map_or_else(|| top.join("virtlockd.pid"), Path::to_path_buf),
             state_file: top.join("virtlockd-restart-exec.json"),
+            lockspace_list: sock_dir.join(crate::lslist::FILE_NAME),
             run_dir,
         }
     }

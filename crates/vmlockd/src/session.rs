@@ -88,6 +88,17 @@ pub struct Shared {
     pub fs: FsExec,
     /// The cluster back end, when `lock_backend` is not `"file"`.
     pub cluster: Option<Arc<dyn ClusterHooks>>,
+    /// Where new named lockspaces are remembered across a restart.
+    pub lockspaces: Option<crate::lslist::LockspaceList>,
+}
+
+impl Shared {
+    /// A lockspace now exists: remember it (quirk 17).
+    fn created(&self, dir: &str) {
+        if let Some(l) = &self.lockspaces {
+            l.add(dir);
+        }
+    }
 }
 
 /// What a cluster back end hears from the dispatcher (besides the engine's
@@ -172,7 +183,9 @@ pub async fn dispatch(sh: &Arc<Shared>, s: &mut Session, call: Call) -> Result<(
                 .fs
                 .run(&a.path, move || engine.create_lockspace(&path))
                 .await;
-            r.map_err(|e| error::engine(&e).into())
+            r.map_err(|e| error::engine(&e))?;
+            sh.created(&a.path);
+            Ok(())
         }
     }
 }
@@ -210,7 +223,9 @@ async fn new_lockspace(sh: &Arc<Shared>, s: &mut Session, a: NewArgs) -> Result<
         .fs
         .run(&a.path, move || engine.new_lockspace(&path))
         .await;
-    r.map_err(|e| error::engine(&e).into())
+    r.map_err(|e| error::engine(&e))?;
+    sh.created(&a.path);
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]
