@@ -6,52 +6,43 @@ use std::ffi::CStr;
 
 /// The name of user `uid`, `None` if there is no such user (or NSS fails).
 pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        let mut pw = std::mem::MaybeUninit::<libc::passwd>::uninit();
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is to a live local of the right type; `buf` is
-        // writable for `buf.len()` bytes; on success `out` points at `pw`, whose
-        // strings point into `buf`, both alive while `pw_name` is read below.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                pw.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut out,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || out.is_null() {
-            return None;
-        }
-        // SAFETY: rc == 0 and `out` is non-null, so `pw` was filled in and
-        // `pw_name` is a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr((*out).pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
+    lookup(
+        |entry: *mut libc::passwd, buf, len, out| {
+            // SAFETY: `entry`, `buf` (writable for `len` bytes) and `out` come
+            // from `lookup`, which keeps them alive across the call.
+            unsafe { libc::getpwuid_r(uid, entry, buf, len, out) }
+        },
+        |pw| pw.pw_name,
+    )
 }
 
 /// The name of group `gid`, `None` if there is no such group (or NSS fails).
 pub fn group_name(gid: u32) -> Option<String> {
+    lookup(
+        |entry: *mut libc::group, buf, len, out| {
+            // SAFETY: as in `user_name`, for `struct group`.
+            unsafe { libc::getgrgid_r(gid, entry, buf, len, out) }
+        },
+        |gr| gr.gr_name,
+    )
+}
+
+/// Runs a reentrant NSS look-up (`get*_r`) with a buffer that grows on
+/// `ERANGE` (up to 1 MiB) and returns the entry's name field.
+fn lookup<T>(
+    mut call: impl FnMut(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int,
+    name: impl Fn(&T) -> *const libc::c_char,
+) -> Option<String> {
     let mut buf = vec![0u8; 1024];
     loop {
-        let mut gr = std::mem::MaybeUninit::<libc::group>::uninit();
-        let mut out: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as in `user_name`, for `struct group`.
-        let rc = unsafe {
-            libc::getgrgid_r(
-                gid,
-                gr.as_mut_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut out,
-            )
-        };
+        let mut entry = std::mem::MaybeUninit::<T>::uninit();
+        let mut out: *mut T = std::ptr::null_mut();
+        let rc = call(
+            entry.as_mut_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
         if rc == libc::ERANGE && buf.len() < (1 << 20) {
             buf.resize(buf.len() * 4, 0);
             continue;
@@ -59,9 +50,10 @@ pub fn group_name(gid: u32) -> Option<String> {
         if rc != 0 || out.is_null() {
             return None;
         }
-        // SAFETY: rc == 0 and `out` is non-null, so `gr_name` is a
-        // NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr((*out).gr_name) };
+        // SAFETY: rc == 0 and `out` is non-null, so the call filled in
+        // `entry` (`out` points at it), and its name field is a
+        // NUL-terminated string inside `buf`, which is still alive.
+        let name = unsafe { CStr::from_ptr(name(&*out)) };
         return Some(name.to_string_lossy().into_owned());
     }
 }
