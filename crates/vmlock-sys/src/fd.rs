@@ -198,16 +198,16 @@ mod tests {
     fn wait_readable_sees_data_and_times_out_without() {
         use std::io::Write;
         use std::os::fd::AsFd;
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
         let short = std::time::Duration::from_millis(20);
-        assert!(!super::wait_readable(b.as_fd(), short).unwrap());
-        a.write_all(b"x").unwrap();
-        assert!(super::wait_readable(b.as_fd(), short).unwrap());
+        assert!(!super::wait_readable(b.as_fd(), short).expect("poll"));
+        a.write_all(b"x").expect("write");
+        assert!(super::wait_readable(b.as_fd(), short).expect("poll"));
         drop(a);
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
         drop(a);
         assert!(
-            super::wait_readable(b.as_fd(), short).unwrap(),
+            super::wait_readable(b.as_fd(), short).expect("poll"),
             "hang-up counts"
         );
     }
