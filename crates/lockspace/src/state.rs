@@ -273,11 +273,12 @@ pub(crate) struct State {
     /// File identities are the kernel's numbers, not a client's choice.
     pub idents: IdMap<Ident, IdentEntry>,
     pub lingering: Vec<Lingering>,
-    /// Sticky: a resource with a classic POSIX lock was ever entered
-    /// (restored from a re-exec, or a `Posix` engine). Closing any other
-    /// descriptor of such a file would drop its lock, so acquires then
-    /// never open a file before checking that it is not held.
-    pub posix_seen: bool,
+    /// Resources held with a classic POSIX lock (restored from a re-exec,
+    /// or a `Posix` engine). While there is one, closing any other
+    /// descriptor of its file would drop its lock, so acquires never open a
+    /// file before checking that it is not held. Back to 0 (the last such
+    /// lock released), opening first is safe again.
+    pub posix_held: usize,
     next_id: u64,
 }
 
@@ -297,7 +298,7 @@ impl State {
     /// only when every lock is an OFD lock, which closing another
     /// descriptor of the same file never drops.
     pub(crate) fn open_first(&self, kind: LockKind) -> bool {
-        kind == LockKind::Ofd && !self.posix_seen && self.lingering.is_empty()
+        kind == LockKind::Ofd && self.posix_held == 0 && self.lingering.is_empty()
     }
 
     pub(crate) fn check_lockspace(&self, path: &str) -> Result<(), Error> {
@@ -394,7 +395,7 @@ impl State {
     pub(crate) fn commit(&mut self, res: Resource) {
         let ident = res.ident;
         let id = self.next_id();
-        self.posix_seen |= res.kind == LockKind::Posix;
+        self.posix_held += usize::from(res.kind == LockKind::Posix);
         for key in &res.names {
             // Reserved (`Pending`) by `claim_name`: set in place, no copy
             // of the key.
@@ -434,7 +435,7 @@ impl State {
     /// already entered as `Held(id)`. Returns whether another resource
     /// already held the same file (libvirt allowed such aliases).
     pub(crate) fn insert_claimed(&mut self, id: u64, res: Resource) -> bool {
-        self.posix_seen |= res.kind == LockKind::Posix;
+        self.posix_held += usize::from(res.kind == LockKind::Posix);
         let entry = self.idents.entry(res.ident).or_default();
         let dup = !entry.held.is_empty();
         entry.held.push(id);
@@ -514,6 +515,9 @@ impl State {
         let Some(res) = self.resources.remove(&id) else {
             return Gone { disposal: None };
         };
+        if res.kind == LockKind::Posix {
+            self.posix_held = self.posix_held.saturating_sub(1);
+        }
         for key in &res.names {
             self.names.remove(key);
         }

@@ -453,8 +453,8 @@ enum Order {
 
 fn run_row(r: &Row, order: Order) {
     let mut fx = Fx::new();
-    // A sticky POSIX marker is what makes a real engine use stat-first.
-    fx.engine.state().posix_seen = order == Order::StatFirst;
+    // A held classic POSIX lock is what makes a real engine use stat-first.
+    fx.engine.state().posix_held = usize::from(order == Order::StatFirst);
     assert_eq!(
         fx.engine.state().open_first(LockKind::Ofd),
         order == Order::OpenFirst
@@ -542,10 +542,24 @@ fn posix_resources_switch_to_stat_first() {
     posix
         .acquire("", &fx.s("$D/disk"), 1, AcquireFlags::EXCLUSIVE)
         .unwrap();
-    assert!(posix.state().posix_seen);
+    std::fs::write(fx.s("$D/other"), b"img").unwrap();
+    posix
+        .acquire("", &fx.s("$D/other"), 1, AcquireFlags::EXCLUSIVE)
+        .unwrap();
+    assert_eq!(posix.state().posix_held, 2);
+    assert!(
+        !posix.state().open_first(LockKind::Ofd),
+        "a classic lock is held"
+    );
     posix.release("", &fx.s("$D/disk"), 1).unwrap();
-    // Sticky: stays stat-first once a classic lock was seen.
-    assert!(posix.state().posix_seen);
+    assert!(
+        !posix.state().open_first(LockKind::Ofd),
+        "one is still held"
+    );
+    posix.release("", &fx.s("$D/other"), 1).unwrap();
+    // The last classic lock is gone: opening first is safe again.
+    assert_eq!(posix.state().posix_held, 0);
+    assert!(posix.state().open_first(LockKind::Ofd));
 }
 
 #[test]
