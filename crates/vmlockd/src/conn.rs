@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -97,6 +97,11 @@ pub struct Handover {
     pub stream: std::os::unix::net::UnixStream,
     /// Bytes received but not yet processed.
     pub unread: Vec<u8>,
+    /// The end of a reply the client has not read yet (it stopped reading
+    /// while the daemon stopped): written first if the connection resumes in
+    /// this process (a failed exec); a successful re-exec drops it, with a
+    /// warning, as virtlockd drops its unsent replies.
+    pub unsent: Vec<u8>,
     /// The session.
     pub session: Session,
 }
@@ -109,7 +114,7 @@ pub async fn serve(
     kind: ServerKind,
     mut stream: UnixStream,
     mut session: Session,
-    mut unread: Vec<u8>,
+    (mut unread, mut unsent): (Vec<u8>, Vec<u8>),
     mut mode: watch::Receiver<Mode>,
     ctl: Arc<ConnCtl>,
 ) -> End {
@@ -127,6 +132,7 @@ pub async fn serve(
                 stream: &mut stream,
                 session: &mut session,
                 unread: &mut unread,
+                unsent: &mut unsent,
                 charge: Charge {
                     pool: &ctx.big_buffers,
                     held: 0,
@@ -151,7 +157,7 @@ pub async fn serve(
         match m {
             Mode::Running => continue,
             Mode::Shutdown => break,
-            Mode::ReExec => return park(stream, unread, session),
+            Mode::ReExec => return park(stream, unread, unsent, session),
         }
     }
     close(&ctx, kind, session).await;
@@ -163,6 +169,8 @@ struct Io<'a> {
     stream: &'a mut UnixStream,
     session: &'a mut Session,
     unread: &'a mut Vec<u8>,
+    /// The part of the last reply the socket did not take yet.
+    unsent: &'a mut Vec<u8>,
     charge: Charge<'a>,
 }
 
@@ -184,9 +192,19 @@ impl Io<'_> {
     {
         let mut armed = false;
         loop {
-            while self.serve_one(ctx, kind).await? {}
+            // A reply the client has not taken yet is finished before the
+            // next frame is looked at (one request at a time).
+            match self.flush(&mut w, probe, ctl, &mut armed).await {
+                Flush::Done => {}
+                Flush::Close => return None,
+                Flush::Interrupted => return Some(probe.has_changed().is_ok()),
+            }
+            while self.unsent.is_empty() && self.serve_one(ctx, kind).await? {}
             if ctl.closing() {
                 return None;
+            }
+            if !self.unsent.is_empty() {
+                continue;
             }
             if self.unread.capacity() - self.unread.len() < 4096 {
                 self.unread.reserve(READ_CHUNK);
@@ -282,21 +300,86 @@ impl Io<'_> {
             Reply::Frame(v) | Reply::FrameThenClose(v) => v.as_slice(),
         };
         // Written at once as a rule (a reply is small, the socket's buffer
-        // has room); the future is only for a client that is not reading.
+        // has room). What a client that is not reading leaves over is kept
+        // and written by `flush`, which a mode change or an admin close
+        // can interrupt, so such a client delays no re-exec or shutdown.
         let sent = match self.stream.try_write(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
             Err(_) => return None,
         };
-        let rest = bytes.get(sent..).unwrap_or_default();
-        if !rest.is_empty() && self.stream.write_all(rest).await.is_err() {
-            return None;
-        }
         if matches!(reply, Reply::FrameThenClose(_)) {
             return None;
         }
+        self.unsent
+            .extend_from_slice(bytes.get(sent..).unwrap_or_default());
         Some(true)
     }
+
+    /// Writes `unsent` out as the socket takes it. Stops early when the
+    /// mode changes (`Interrupted`: the rest stays in `unsent`) or the
+    /// connection must close.
+    async fn flush<F, K>(
+        &mut self,
+        w: &mut Wakers<'_, F, K>,
+        probe: &watch::Receiver<Mode>,
+        ctl: &ConnCtl,
+        armed: &mut bool,
+    ) -> Flush
+    where
+        F: Future<Output = Result<(), watch::error::RecvError>>,
+        K: Future<Output = ()>,
+    {
+        while !self.unsent.is_empty() {
+            let stream = &*self.stream;
+            let ready = std::future::poll_fn(|cx| {
+                if !matches!(probe.has_changed(), Ok(false)) {
+                    return Poll::Ready(Flush::Interrupted);
+                }
+                if ctl.closing() {
+                    return Poll::Ready(Flush::Close);
+                }
+                if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                    return Poll::Ready(if r.is_ok() { Flush::Done } else { Flush::Close });
+                }
+                if !*armed {
+                    if w.changed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Flush::Interrupted);
+                    }
+                    if w.killed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Flush::Close);
+                    }
+                    *armed = true;
+                }
+                Poll::Pending
+            })
+            .await;
+            if !matches!(ready, Flush::Done) {
+                return ready;
+            }
+            match self.stream.try_write(self.unsent) {
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Flush::Close,
+            }
+        }
+        if self.unsent.capacity() > RETAIN_MAX {
+            self.unsent.shrink_to(0);
+        }
+        Flush::Done
+    }
+}
+
+/// How [`Io::flush`] ended.
+enum Flush {
+    /// Everything written.
+    Done,
+    /// The mode changed first.
+    Interrupted,
+    /// The connection must close.
+    Close,
 }
 
 /// The futures besides the socket that wake a waiting connection.
@@ -329,11 +412,12 @@ enum Reply {
     FrameThenClose(Vec<u8>),
 }
 
-fn park(stream: UnixStream, unread: Vec<u8>, session: Session) -> End {
+fn park(stream: UnixStream, unread: Vec<u8>, unsent: Vec<u8>, session: Session) -> End {
     match stream.into_std() {
         Ok(stream) => End::Handover(Box::new(Handover {
             stream,
             unread,
+            unsent,
             session,
         })),
         Err(e) => {

@@ -82,7 +82,7 @@ pub async fn serve(
             stream,
             h.session,
             gid,
-            h.unread,
+            (h.unread, h.unsent),
             mode_rx.clone(),
             &conns,
         );

@@ -522,6 +522,7 @@ fn client(fd: OwnedFd, c: ClientRef) -> Handover {
     Handover {
         stream,
         unread: c.unread,
+        unsent: Vec::new(),
         session,
     }
 }
@@ -719,6 +720,14 @@ pub fn exec(
     argv: &[OsString],
 ) -> io::Error {
     let t0 = std::time::Instant::now();
+    for (kind, h) in parked.iter().filter(|(_, h)| !h.unsent.is_empty()) {
+        tracing::warn!(
+            server = kind.name(),
+            client = h.session.id,
+            "the client is not reading its replies: {} reply bytes are not handed over",
+            h.unsent.len()
+        );
+    }
     let servers = build_servers(ctx, listeners, parked);
     let prog = argv
         .first()

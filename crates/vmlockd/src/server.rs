@@ -303,14 +303,16 @@ fn admit(
         stream,
         session,
         gid,
-        Vec::new(),
+        (Vec::new(), Vec::new()),
         mode.clone(),
         conns,
     );
 }
 
 /// Starts serving a connection (new, or adopted after a re-exec); `gid` is
-/// the peer's group from SO_PEERCRED, for virt-admin's `client-info`.
+/// the peer's group from SO_PEERCRED, for virt-admin's `client-info`;
+/// `buffers` are the bytes received and not processed and the end of a
+/// reply not yet written (both empty for a new connection).
 #[allow(clippy::too_many_arguments)]
 pub fn start_connection(
     ctx: &Arc<Ctx>,
@@ -318,7 +320,7 @@ pub fn start_connection(
     stream: UnixStream,
     session: Session,
     gid: u32,
-    unread: Vec<u8>,
+    buffers: (Vec<u8>, Vec<u8>),
     mode: watch::Receiver<Mode>,
     conns: &Arc<Mutex<JoinSet<()>>>,
 ) {
@@ -344,7 +346,7 @@ pub fn start_connection(
     let ctx2 = ctx.clone();
     let task = async move {
         if let End::Handover(h) =
-            conn::serve(ctx2.clone(), kind, stream, session, unread, mode, ctl).await
+            conn::serve(ctx2.clone(), kind, stream, session, buffers, mode, ctl).await
         {
             ctx2.client_gone(kind, h.session.id);
             ctx2.parked

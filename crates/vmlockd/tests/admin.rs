@@ -329,3 +329,118 @@ fn a_client_limit_set_with_virt_admin_survives_a_re_exec() {
         "{p:?}"
     );
 }
+
+/// Sends PINGs on a non-blocking socket until the kernel pushes back and
+/// never reads a PONG: the daemon is left with a reply it cannot write.
+fn stop_reading(c: &RawConn) {
+    use std::io::Write;
+    let mut s = c.stream();
+    s.set_nonblocking(true).expect("non-blocking");
+    let chunk = frames::ping().repeat(512);
+    let mut stalls = 0;
+    while stalls < 20 {
+        match s.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// Reads (and drops) what the daemon had queued: true if the connection
+/// then ends within `timeout`.
+fn reads_to_eof(c: &RawConn, timeout: Duration) -> bool {
+    use std::io::Read;
+    let mut s = c.stream();
+    let deadline = std::time::Instant::now() + timeout;
+    if s.set_nonblocking(false).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_delays_no_re_exec_and_can_be_disconnected() {
+    let mut d = ours("log_level = 2\n");
+    let stuck = d.connect();
+    stop_reading(&stuck);
+    // Before: the re-exec waited 30 s for this connection, then dropped it.
+    let t0 = std::time::Instant::now();
+    d.signal(libc::SIGUSR1).expect("re-exec");
+    assert!(
+        wait_until(Duration::from_secs(5), || d
+            .log_text()
+            .contains("restored after re-exec")),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "re-exec took {:?}",
+        t0.elapsed()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("1 clients"),
+        "the stuck client was handed over: {log}"
+    );
+    assert!(d.connect().barrier_is_pong(), "others are served");
+
+    // An admin can close it although the daemon cannot finish its reply.
+    let mut a = Admin::open(&d);
+    let Ok(Ret::Clients { clients, .. }) = a.call(&Call::ServerListClients {
+        srv: server("virtlockd"),
+        need_results: 1,
+        flags: 0,
+    }) else {
+        panic!("client list");
+    };
+    let [stuck_ref] = clients.as_slice() else {
+        panic!("one lock client expected: {clients:?}");
+    };
+    a.call(&Call::ClientClose {
+        clnt: stuck_ref.clone(),
+        flags: 0,
+    })
+    .expect("client close");
+    assert!(
+        reads_to_eof(&stuck, Duration::from_secs(5)),
+        "closed by the admin request"
+    );
+
+    // And a shutdown does not wait for such a client either.
+    let again = d.connect();
+    stop_reading(&again);
+    let t0 = std::time::Instant::now();
+    d.signal(libc::SIGTERM).expect("term");
+    let st = d.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert!(st.success(), "{st}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+}
