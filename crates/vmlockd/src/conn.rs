@@ -244,29 +244,18 @@ impl Io<'_> {
         K: Future<Output = ()>,
     {
         std::future::poll_fn(|cx| {
-            match probe.has_changed() {
-                Ok(false) => {}
-                Ok(true) => return Poll::Ready(Wake::Mode(true)),
-                Err(_) => return Poll::Ready(Wake::Mode(false)),
-            }
-            if ctl.closing() {
-                return Poll::Ready(Wake::Killed);
+            if let Some(stop) = Stop::seen(probe, ctl) {
+                return Poll::Ready(stop.into());
             }
             let read = self.stream.read_buf(self.unread);
             tokio::pin!(read);
             if let Poll::Ready(r) = read.poll(cx) {
                 return Poll::Ready(Wake::Read(r));
             }
-            if !*armed {
-                if let Poll::Ready(c) = w.changed.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Mode(c.is_ok()));
-                }
-                if w.killed.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Killed);
-                }
-                *armed = true;
+            match w.arm(cx, armed) {
+                Some(stop) => Poll::Ready(stop.into()),
+                None => Poll::Pending,
             }
-            Poll::Pending
         })
         .await
     }
@@ -333,25 +322,16 @@ impl Io<'_> {
         while !self.unsent.is_empty() {
             let stream = &*self.stream;
             let ready = std::future::poll_fn(|cx| {
-                if !matches!(probe.has_changed(), Ok(false)) {
-                    return Poll::Ready(Flush::Interrupted);
-                }
-                if ctl.closing() {
-                    return Poll::Ready(Flush::Close);
+                if let Some(stop) = Stop::seen(probe, ctl) {
+                    return Poll::Ready(stop.into());
                 }
                 if let Poll::Ready(r) = stream.poll_write_ready(cx) {
                     return Poll::Ready(if r.is_ok() { Flush::Done } else { Flush::Close });
                 }
-                if !*armed {
-                    if w.changed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Flush::Interrupted);
-                    }
-                    if w.killed.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Flush::Close);
-                    }
-                    *armed = true;
+                match w.arm(cx, armed) {
+                    Some(stop) => Poll::Ready(stop.into()),
+                    None => Poll::Pending,
                 }
-                Poll::Pending
             })
             .await;
             if !matches!(ready, Flush::Done) {
@@ -388,6 +368,68 @@ struct Wakers<'a, F, K> {
     changed: Pin<&'a mut F>,
     /// An admin asked this connection to close.
     killed: Pin<&'a mut K>,
+}
+
+impl<F, K> Wakers<'_, F, K>
+where
+    F: Future<Output = Result<(), watch::error::RecvError>>,
+    K: Future<Output = ()>,
+{
+    /// Polls the two futures until they have registered this task's waker
+    /// (`armed`; each poll of `changed` takes a lock, so only once per
+    /// wait loop). Call after the socket said pending; afterwards a mode
+    /// change or close request wakes the task and [`Stop::seen`] tells.
+    fn arm(&mut self, cx: &mut std::task::Context<'_>, armed: &mut bool) -> Option<Stop> {
+        if *armed {
+            return None;
+        }
+        if let Poll::Ready(c) = self.changed.as_mut().poll(cx) {
+            return Some(Stop::Mode(c.is_ok()));
+        }
+        if self.killed.as_mut().poll(cx).is_ready() {
+            return Some(Stop::Killed);
+        }
+        *armed = true;
+        None
+    }
+}
+
+/// Why a connection stops waiting, other than for its socket.
+enum Stop {
+    /// The mode changed (`false`: its sender is gone).
+    Mode(bool),
+    /// An admin closed the connection.
+    Killed,
+}
+
+impl Stop {
+    /// What is already known, one atomic load each: the mode first.
+    fn seen(probe: &watch::Receiver<Mode>, ctl: &ConnCtl) -> Option<Stop> {
+        match probe.has_changed() {
+            Ok(false) => {}
+            Ok(true) => return Some(Stop::Mode(true)),
+            Err(_) => return Some(Stop::Mode(false)),
+        }
+        ctl.closing().then_some(Stop::Killed)
+    }
+}
+
+impl From<Stop> for Wake {
+    fn from(s: Stop) -> Wake {
+        match s {
+            Stop::Mode(alive) => Wake::Mode(alive),
+            Stop::Killed => Wake::Killed,
+        }
+    }
+}
+
+impl From<Stop> for Flush {
+    fn from(s: Stop) -> Flush {
+        match s {
+            Stop::Mode(_) => Flush::Interrupted,
+            Stop::Killed => Flush::Close,
+        }
+    }
 }
 
 /// What woke [`Io::wait`].
