@@ -14,6 +14,9 @@
 //!                      0-worker pool does; the checks and texts are its own
 //!  UPDATE_TLS_FILES  → "no tls service found" (UNIX sockets only)
 //! ```
+//! Everything runs on the event loop except the user and group name
+//! look-ups of CLIENT_GET_INFO (NSS may be a network service) and the
+//! opening of new log outputs (a file may be on a slow filesystem).
 //! Checks run in libvirt's order (server, then client, then flags, then
 //! parameters), because that order decides which error a bad call gets.
 
@@ -51,7 +54,7 @@ impl From<Ret> for Answer {
 }
 
 /// Runs one admin call.
-pub fn dispatch(ctx: &Arc<Ctx>, call: Call) -> Result<Answer, Failure> {
+pub async fn dispatch(ctx: &Arc<Ctx>, call: Call) -> Result<Answer, Failure> {
     match call {
         Call::ConnectOpen { flags } => {
             check_flags(flags, "adminDispatchConnectOpen")?;
@@ -147,7 +150,18 @@ pub fn dispatch(ctx: &Arc<Ctx>, call: Call) -> Result<Answer, Failure> {
                 ))
             })?;
             check_flags(flags, "adminClientGetInfo")?;
-            Ok(Ret::Params(client_info(&entry)).into())
+            // User and group names go through NSS, which may be a network
+            // service (LDAP, sssd): never on the event loop.
+            let info = tokio::task::spawn_blocking(move || client_info(&entry))
+                .await
+                .map_err(|e| {
+                    Box::new(WireError::new(
+                        code::INTERNAL_ERROR,
+                        domain::ADMIN,
+                        &format!("client information lookup failed: {e}"),
+                    ))
+                })?;
+            Ok(Ret::Params(info).into())
         }
         Call::ClientClose { clnt, flags } => {
             let kind = server(&clnt.srv.name)?;
@@ -203,7 +217,18 @@ pub fn dispatch(ctx: &Arc<Ctx>, call: Call) -> Result<Answer, Failure> {
         Call::ConnectSetLoggingOutputs { outputs, flags } => {
             check_flags(flags, "adminConnectSetLoggingOutputs")?;
             if let Some(h) = crate::logging::handle() {
-                h.set_outputs(outputs.as_deref()).map_err(log_error)?;
+                // Opening a file output may touch a slow filesystem.
+                let text = outputs.clone();
+                tokio::task::spawn_blocking(move || h.set_outputs(text.as_deref()))
+                    .await
+                    .map_err(|e| {
+                        Box::new(WireError::new(
+                            code::INTERNAL_ERROR,
+                            domain::ADMIN,
+                            &format!("log output change failed: {e}"),
+                        ))
+                    })?
+                    .map_err(log_error)?;
             }
             tracing::info!(
                 outputs = outputs.as_deref().unwrap_or(""),

@@ -499,12 +499,12 @@ async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) 
         Route::Keepalive(KeepaliveAction::Pong) => Reply::Frame(keepalive::pong()),
         Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
         Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
-        Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload),
+        Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload).await,
     };
     Some(reply)
 }
 
-fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[u8]) -> Reply {
+async fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[u8]) -> Reply {
     let Some(p) = vmlock_proto::admin::Procedure::from_i32(p) else {
         return Reply::Frame(route::reply_error(h, &WireError::unknown_procedure(p)));
     };
@@ -515,7 +515,7 @@ fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[u8]) -
             return Reply::Frame(route::reply_error(h, &WireError::payload_decode()));
         }
     };
-    match crate::admin::dispatch(ctx, call) {
+    match crate::admin::dispatch(ctx, call).await {
         Ok(a) => {
             let mut e = vmlock_proto::xdr::Encoder::new();
             a.ret.encode(&mut e);
