@@ -105,6 +105,8 @@ fn a_failed_binary_handover_leaves_no_releaser_behind() {
         vmlock_testkit::DaemonSpec::new(Flavor::Ours).arg("-v"),
     );
     let relabelled = w.bin_dir.path().join("vmlockd-for-aarch64");
+    // A whole copy: the daemon looks for its state-format note in the
+    // target's section headers, at the end of the file.
     let mut elf = std::fs::read(vmlockd_binary()).expect("read vmlockd");
     elf[18..20].copy_from_slice(&0xb7u16.to_le_bytes()); // e_machine = EM_AARCH64
     std::fs::write(&relabelled, elf).expect("write");
@@ -125,7 +127,9 @@ fn failed_execs_keep_serving_with_every_lock() {
     let mut w = World::start(Flavor::Ours);
     let dir = w.bin_dir.path().to_path_buf();
     let plain = dir.join("not-executable");
-    std::fs::copy(vmlockd_binary(), &plain).expect("copy");
+    // Its mode alone makes execve fail: the head of the binary will do (a
+    // whole copy is tens of MB of test scratch).
+    std::fs::write(&plain, elf_head(&vmlockd_binary())).expect("write");
     std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let script = dir.join("bad-interpreter");
     std::fs::write(&script, "#!/nonexistent/interpreter\n").expect("script");
@@ -136,6 +140,24 @@ fn failed_execs_keep_serving_with_every_lock() {
         ("bad interpreter", script),
     ];
     failed_execs(&targets, &mut w);
+}
+
+/// The first 64 KiB of an ELF binary: its header and program headers.
+fn elf_head(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .expect("open binary")
+        .take(64 * 1024)
+        .read_to_end(&mut head)
+        .expect("read binary");
+    assert_eq!(
+        &head[..4],
+        b"\x7fELF",
+        "{} is not an ELF file",
+        path.display()
+    );
+    head
 }
 
 /// Starts vmlockd through `vmlock-prestate` with the given settings.
