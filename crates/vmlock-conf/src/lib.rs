@@ -23,6 +23,7 @@ mod error;
 mod fuzzing;
 pub mod keys;
 mod lockd;
+mod sanlock;
 pub mod syntax;
 
 use std::io::Read;
@@ -33,6 +34,7 @@ pub use error::{ConfError, Warning};
 #[doc(hidden)]
 pub use fuzzing::fuzz_entry_parse_config;
 pub use lockd::LockdConfig;
+pub use sanlock::{DEFAULT_DISK_LEASE_DIR, SanlockConfig};
 
 /// Largest config file read, as libvirt's `MAX_CONFIG_FILE_SIZE` (10 MiB).
 pub const MAX_CONFIG_FILE_SIZE: u64 = 10 * 1024 * 1024;

@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod cred;
+pub mod dl;
 pub mod elfnote;
 pub mod fd;
 pub mod limits;
@@ -21,6 +22,7 @@ pub mod mem;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod process;
+pub mod sanlock;
 pub mod signal;
 pub mod user;
 

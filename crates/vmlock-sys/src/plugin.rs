@@ -159,39 +159,12 @@ fn cstring(s: &str) -> Result<CString, PluginError> {
     CString::new(s).map_err(|_| local_error(format!("string contains NUL: {s:?}")))
 }
 
-fn dl_error() -> String {
-    // SAFETY: dlerror has no preconditions; it returns NULL or a pointer to a
-    // NUL-terminated string valid until the next dl* call on this thread,
-    // and we copy it out at once.
-    let p = unsafe { libc::dlerror() };
-    if p.is_null() {
-        return "unknown dlopen error".to_string();
-    }
-    // SAFETY: non-NULL result of dlerror, see above.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+fn dlopen(path: &str) -> Result<crate::dl::Library, PluginError> {
+    crate::dl::Library::open(path).map_err(local_error)
 }
 
-fn dlopen(path: &str) -> Result<*mut c_void, PluginError> {
-    let c = cstring(path)?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call. Loading a
-    // library runs its constructors; libvirt's libraries are designed to be
-    // loaded this way by libvirtd.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if h.is_null() {
-        return Err(local_error(format!("dlopen {path}: {}", dl_error())));
-    }
-    Ok(h)
-}
-
-fn dlsym(handle: *mut c_void, name: &str) -> Result<*mut c_void, PluginError> {
-    let c = cstring(name)?;
-    // SAFETY: `handle` came from a successful dlopen and is never closed;
-    // `c` is a valid NUL-terminated string.
-    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
-    if p.is_null() {
-        return Err(local_error(format!("dlsym {name}: {}", dl_error())));
-    }
-    Ok(p)
+fn dlsym(handle: crate::dl::Library, name: &str) -> Result<*mut c_void, PluginError> {
+    handle.symbol(name).map_err(local_error)
 }
 
 /// Entry points of `libvirt.so.0` used for error reporting.
