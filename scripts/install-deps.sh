@@ -6,8 +6,11 @@
 #   protobuf-compiler protoc, needed to build the etcd client
 #   python3           used by a few tests as an independent second process
 #   openssl           the etcd TLS tests make their CA and certificates with it
+#   sanlock           the sanlock daemon (and its client library) for the sanlock driver's tests
+#   libvirt-sanlock   libvirt's own sanlock.so plugin, the sanlock driver's reference
+#   gcc               compiles the test-only rlimit shim the sanlock daemon runs with
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler python3 openssl)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler python3 openssl sanlock libvirt-sanlock gcc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -27,6 +27,7 @@ pub mod frames;
 pub mod hold;
 pub mod procfs;
 pub mod reexec;
+pub mod sanlockd;
 pub mod script;
 pub mod sentinel;
 

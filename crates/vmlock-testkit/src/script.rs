@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! init [CONFIG_FILE]                      drvInit (default config path: a missing file)
-//! new <uuid> <name> <id> <pid|self|child> drvNew; `child` = the QEMU stand-in's pid
+//! new <uuid> <name> <id> <pid|self|child> [running]
+//!                                         drvNew; `child` = the QEMU stand-in's pid;
+//!                                         flag NEW_STARTED unless `running` is given
 //! disk <path> [shared] [readonly]         drvAddResource(DISK)
 //! lease <key> <path> <lockspace|-> [off]  drvAddResource(LEASE)
 //! acquire <none|restrict|register-only|restrict,register-only>
@@ -187,8 +189,14 @@ impl Runner {
     }
 
     fn new_manager(&mut self, args: &[&str]) -> Result<String, String> {
-        let [uuid, name, id, pid] = args else {
-            return Err("err 0 usage: new <uuid> <name> <id> <pid|self|child>".to_string());
+        let (uuid, name, id, pid, flags) = match args {
+            [uuid, name, id, pid] => (uuid, name, id, pid, NEW_STARTED),
+            [uuid, name, id, pid, "running"] => (uuid, name, id, pid, 0),
+            _ => {
+                return Err(
+                    "err 0 usage: new <uuid> <name> <id> <pid|self|child> [running]".to_string(),
+                );
+            }
         };
         let uuid_b = parse_uuid(uuid).ok_or_else(|| format!("err 0 bad uuid {uuid:?}"))?;
         let id_n: u32 = id.parse().map_err(|_| format!("err 0 bad id {id:?}"))?;
@@ -197,8 +205,7 @@ impl Runner {
         self.resources.clear();
         self.domain = Some((uuid.to_string(), name.to_string(), id.to_string()));
         let p = self.plugin()?;
-        let m =
-            Manager::new(p, uuid_b, name, id_n, pid_n, NEW_STARTED).map_err(|e| err_line(&e))?;
+        let m = Manager::new(p, uuid_b, name, id_n, pid_n, flags).map_err(|e| err_line(&e))?;
         self.manager = Some(m);
         Ok("ok".to_string())
     }
@@ -394,5 +401,53 @@ mod tests {
             "{init}"
         );
         assert_eq!(r.exec("sleep 1").as_deref(), Some("ok"));
+    }
+}
+
+/// An interactive `vmlock-plugin-run` (or any line-per-command) session in
+/// a child process: one line in, one line out. Killed on drop.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Session {
+    /// Spawns `cmd` with piped stdin and stdout.
+    pub fn spawn(mut cmd: Command) -> Session {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn session");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Session {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Sends one command and returns its one-line answer.
+    pub fn cmd(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("write to session");
+        self.stdin.flush().expect("flush session");
+        let mut out = String::new();
+        self.stdout.read_line(&mut out).expect("read from session");
+        out.trim_end().to_owned()
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

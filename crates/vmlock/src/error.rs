@@ -21,9 +21,9 @@ pub const VIR_ERR_RESOURCE_BUSY: i32 = 87;
 #[derive(Debug, Error)]
 pub enum LockError {
     /// `load` was given a name no driver is registered under.
-    #[error("lock driver '{0}' is not known (available: nop, lockd)")]
+    #[error("lock driver '{0}' is not known (available: nop, lockd, sanlock)")]
     UnknownDriver(String),
-    /// The driver is registered but not built into this library (sanlock, cluster).
+    /// The driver is registered but not built into this library (cluster).
     #[error("lock driver '{0}' is not available in this build")]
     Unavailable(&'static str),
     /// The driver does not implement this operation.

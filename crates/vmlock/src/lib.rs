@@ -1,4 +1,4 @@
-//! `vmlock`: libvirt's lock-manager API in Rust, with the `nop` and `lockd` drivers
+//! `vmlock`: libvirt's lock-manager API in Rust, with the `nop`, `lockd` and `sanlock` drivers
 //! and the domain lifecycle of `domain_lock.c`.
 //!
 //! ```text
@@ -47,6 +47,7 @@ mod error;
 pub mod lockd;
 mod nop;
 mod registry;
+pub mod sanlock;
 mod types;
 
 pub use domain::DomainLock;

@@ -1,12 +1,12 @@
-//! The static driver registry: `load("nop" | "lockd", config)` picks a driver at run
+//! The static driver registry: `load("nop" | "lockd" | "sanlock", config)` picks a driver at run
 //! time, as libvirt's `lock_manager = "..."` in `qemu.conf` does.
 //!
 //! ```text
 //! name      Driver      status
 //! nop       Nop         built in: succeeds, locks nothing
 //! lockd     Lockd       built in: virtlockd/vmlockd wire protocol
-//! sanlock   Sanlock     reserved: disk-paxos leases; needs a `vmlock-sanlock-sys` FFI
-//!                       crate (libsanlock_client) and the USES_STATE migration state
+//! sanlock   Sanlock     built in: disk-paxos leases through the sanlock daemon
+//!                       (libsanlock_client.so.1 loaded at run time; USES_STATE)
 //! cluster   Cluster     reserved: a cluster back end (etcd leases or DLM) with fencing
 //! ```
 //!
@@ -20,6 +20,7 @@ use crate::driver::LockDriver;
 use crate::error::{LockError, Result};
 use crate::lockd::LockdDriver;
 use crate::nop::NopDriver;
+use crate::sanlock::SanlockDriver;
 
 /// Every driver name the registry knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,7 +29,7 @@ pub enum Driver {
     Nop,
     /// `lockd`.
     Lockd,
-    /// `sanlock` (not built yet).
+    /// `sanlock`.
     Sanlock,
     /// `cluster` (not built yet).
     Cluster,
@@ -55,7 +56,7 @@ impl Driver {
 
     /// Whether this build can load the driver.
     pub fn is_available(self) -> bool {
-        matches!(self, Driver::Nop | Driver::Lockd)
+        matches!(self, Driver::Nop | Driver::Lockd | Driver::Sanlock)
     }
 }
 
@@ -89,6 +90,7 @@ pub fn load_with(name: &str, options: &LoadOptions) -> Result<Arc<dyn LockDriver
             options.config.as_deref(),
             options.socket.clone(),
         )?)),
-        Driver::Sanlock | Driver::Cluster => Err(LockError::Unavailable(driver.name())),
+        Driver::Sanlock => Ok(Arc::new(SanlockDriver::load(options.config.as_deref())?)),
+        Driver::Cluster => Err(LockError::Unavailable(driver.name())),
     }
 }
