@@ -4,59 +4,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
-
 use common::*;
 use vmlock::{Disk, DomainLock};
 use vmlock_conf::LockdConfig;
 use vmlock_testkit::Daemon;
-use vmlock_testkit::script::LOCKD_SO;
+use vmlock_testkit::script::{LOCKD_SO, Session};
 
-/// An interactive `vmlock-plugin-run` session.
-struct Plugin {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Plugin {
-    fn start(d: &Daemon) -> Plugin {
-        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-        assert!(
-            !ci || std::path::Path::new(LOCKD_SO).exists(),
-            "CI is set but {LOCKD_SO} is missing"
-        );
-        let bin = vmlock_testkit::tool_binary("vmlock-plugin-run");
-        let mut child = d
-            .run_in_ns(&bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn vmlock-plugin-run");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Plugin {
-            child,
-            stdin,
-            stdout,
-        }
-    }
-
-    fn cmd(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").expect("write");
-        self.stdin.flush().expect("flush");
-        let mut out = String::new();
-        self.stdout.read_line(&mut out).expect("read");
-        out.trim_end().to_owned()
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An interactive `vmlock-plugin-run` session inside the daemon's namespace.
+fn plugin(d: &Daemon) -> Session {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+    assert!(
+        !ci || std::path::Path::new(LOCKD_SO).exists(),
+        "CI is set but {LOCKD_SO} is missing"
+    );
+    Session::spawn(d.run_in_ns(&vmlock_testkit::tool_binary("vmlock-plugin-run")))
 }
 
 fn exclusion(configure: impl Fn(&Daemon) -> (String, LockdConfig)) {
@@ -73,7 +34,7 @@ fn exclusion(configure: impl Fn(&Daemon) -> (String, LockdConfig)) {
             vec![Disk::exclusive(&img)],
             vec![],
         );
-        let mut p = Plugin::start(&d);
+        let mut p = plugin(&d);
         assert_eq!(p.cmd(&format!("init {}", conf.display())), "ok");
         let uuid = "22222222-3333-4444-5555-666666666666";
         assert_eq!(
