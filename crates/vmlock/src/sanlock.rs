@@ -186,10 +186,24 @@ impl SanlockDriver {
         self.inner.user.is_some() || self.inner.group.is_some()
     }
 
+    /// libvirt's error for a failed chown to sanlock's user and group (-1: unchanged).
+    fn chown_error(&self, path: &str, e: &std::io::Error) -> LockError {
+        let (user, group) = (self.inner.user, self.inner.group);
+        system_error(
+            format!(
+                "cannot chown '{path}' to ({}, {})",
+                user.map_or(-1, i64::from),
+                group.map_or(-1, i64::from)
+            ),
+            e,
+        )
+    }
+
     /// Creates a lease area file (`O_EXCL`, 0600 or 0660 with a group),
     /// hands it to sanlock's user, zeroes one aligned area and lets `init`
-    /// write the lease; removes the file again if any step fails. An
-    /// existing file is left alone.
+    /// write the lease; removes the file again if any step fails. Callers
+    /// check first that the file is missing; one made meanwhile by someone
+    /// else is left alone.
     fn create_area(
         &self,
         path: &str,
@@ -197,9 +211,6 @@ impl SanlockDriver {
         group_perms: bool,
         init: impl FnOnce() -> std::result::Result<(), SanlockError>,
     ) -> Result<()> {
-        if std::fs::metadata(path).is_ok() {
-            return Ok(());
-        }
         let mode = if group_perms && self.inner.group.is_some() {
             0o660
         } else {
@@ -235,16 +246,8 @@ impl SanlockDriver {
 
     fn fill_area(&self, mut file: File, path: &str, kind: &str) -> Result<()> {
         if self.chown_needed() {
-            std::os::unix::fs::fchown(&file, self.inner.user, self.inner.group).map_err(|e| {
-                system_error(
-                    format!(
-                        "cannot chown '{path}' to ({}, {})",
-                        self.inner.user.map_or(-1, i64::from),
-                        self.inner.group.map_or(-1, i64::from)
-                    ),
-                    &e,
-                )
-            })?;
+            std::os::unix::fs::fchown(&file, self.inner.user, self.inner.group)
+                .map_err(|e| self.chown_error(path, &e))?;
         }
         let align = self
             .inner
@@ -334,16 +337,7 @@ impl SanlockDriver {
         use std::os::unix::fs::MetadataExt;
         let (user, group) = (self.inner.user, self.inner.group);
         if user.is_some_and(|u| u != m.uid()) || group.is_some_and(|g| g != m.gid()) {
-            std::os::unix::fs::chown(path, user, group).map_err(|e| {
-                system_error(
-                    format!(
-                        "cannot chown '{path}' to ({}, {})",
-                        user.map_or(-1, i64::from),
-                        group.map_or(-1, i64::from)
-                    ),
-                    &e,
-                )
-            })?;
+            std::os::unix::fs::chown(path, user, group).map_err(|e| self.chown_error(path, &e))?;
         }
         if group.is_some() && m.mode() & 0o060 != 0o060 {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
@@ -428,9 +422,11 @@ impl SanlockManager {
             lver: 0,
             flags: if shared { sl::RES_SHARED } else { 0 },
         };
-        let lib = self.lib();
-        self.driver
-            .create_area(&lease_path, "lease", false, || lib.write_resource(&res))?;
+        if std::fs::metadata(&lease_path).is_err() {
+            let lib = self.lib();
+            self.driver
+                .create_area(&lease_path, "lease", false, || lib.write_resource(&res))?;
+        }
         self.resources.push(res);
         Ok(())
     }
