@@ -4,13 +4,14 @@
 #   libvirt-clients   virt-admin, which the admin tests drive against both daemons
 #   etcd-server       private etcd instances for the cluster back end's tests
 #   protobuf-compiler protoc, needed to build the etcd client
+#   libprotobuf-dev   the well-known .proto files (google/protobuf/*.proto) protoc needs for the etcd client
 #   python3           used by a few tests as an independent second process
 #   openssl           the etcd TLS tests make their CA and certificates with it
 #   sanlock           the sanlock daemon (and its client library) for the sanlock driver's tests
 #   libvirt-sanlock   libvirt's own sanlock.so plugin, the sanlock driver's reference
 #   gcc               compiles the test-only rlimit shim the sanlock daemon runs with
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler python3 openssl sanlock libvirt-sanlock gcc)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
