@@ -181,6 +181,23 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
     Ok(n > 0)
 }
 
+/// Whether the peer of a stream socket has hung up (closed its end or shut
+/// down its writing), asked without waiting: `poll` with a zero timeout for
+/// `POLLRDHUP`. Bytes still buffered do not hide the hang-up, unlike a
+/// peeking `recv`. The kernel marks the socket inside the peer's `close(2)`,
+/// so anything the peer sends elsewhere afterwards finds the mark set.
+pub fn peer_hung_up(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd` for a descriptor live for the borrow; a
+    // zero timeout never sleeps.
+    let n = crate::cvt_retry(|| unsafe { libc::poll(&mut pfd, 1, 0) })?;
+    Ok(n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0)
+}
+
 /// `fstat` identity of an open file: `(st_dev, st_ino)`.
 pub fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -210,6 +227,30 @@ mod tests {
             super::wait_readable(b.as_fd(), short).expect("poll"),
             "hang-up counts"
         );
+    }
+
+    #[test]
+    fn peer_hung_up_sees_a_close_behind_buffered_bytes() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        assert!(!super::peer_hung_up(b.as_fd()).expect("poll"), "open, idle");
+        a.write_all(b"frame").expect("write");
+        assert!(!super::peer_hung_up(b.as_fd()).expect("poll"), "open, data");
+        drop(a);
+        assert!(
+            super::peer_hung_up(b.as_fd()).expect("poll"),
+            "closed after data"
+        );
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let copy = a.try_clone().expect("dup");
+        drop(a);
+        assert!(
+            !super::peer_hung_up(b.as_fd()).expect("poll"),
+            "a second descriptor keeps the socket open"
+        );
+        drop(copy);
+        assert!(super::peer_hung_up(b.as_fd()).expect("poll"));
     }
 
     #[test]
