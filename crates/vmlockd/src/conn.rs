@@ -18,6 +18,7 @@
 //! (and get the daemon, with every lock, OOM-killed).
 
 use std::future::Future;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -25,7 +26,7 @@ use std::task::Poll;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use vmlock_proto::error::WireError;
 use vmlock_proto::frame;
@@ -34,6 +35,7 @@ use vmlock_proto::keepalive;
 use vmlock_proto::lock;
 use vmlock_proto::route::{self, KeepaliveAction, Route};
 
+use crate::lifeline::Lifeline;
 use crate::ratelimit::RateLimit;
 use crate::server::{ConnCtl, Ctx, Mode, ServerKind};
 use crate::session::{self, Session};
@@ -130,6 +132,7 @@ pub async fn serve(
             tokio::pin!(killed);
             let mut io = Io {
                 stream: &mut stream,
+                ctl: &ctl,
                 session: &mut session,
                 unread: &mut unread,
                 unsent: &mut unsent,
@@ -167,6 +170,8 @@ pub async fn serve(
 /// The parts of a connection the frame loop works on.
 struct Io<'a> {
     stream: &'a mut UnixStream,
+    /// The connection's close request (admin CLIENT_CLOSE).
+    ctl: &'a Arc<ConnCtl>,
     session: &'a mut Session,
     unread: &'a mut Vec<u8>,
     /// The part of the last reply the socket did not take yet.
@@ -274,6 +279,12 @@ impl Io<'_> {
             Ok(None) => return Some(false),
             Ok(Some(len)) => len,
         };
+        if s.lifeline.as_ref().is_some_and(|l| l.ending()) {
+            // The close of this lifeline was applied on behalf of a later
+            // request of its owner: its client has closed, and nothing read
+            // from it now may take a lock (see `crate::lifeline`).
+            return None;
+        }
         // The frame is handled where it lies and consumed afterwards.
         let body = self.unread.get(4..4 + len).unwrap_or_default();
         let Some(reply) = handle(ctx, kind, s, body).await else {
@@ -282,6 +293,9 @@ impl Io<'_> {
             }
             return None;
         };
+        if kind == ServerKind::Main {
+            track_lifeline(ctx, s, self.stream.as_fd(), self.ctl);
+        }
         consume(self.unread, 4 + len);
         let bytes = match &reply {
             Reply::Nothing => return Some(true),
@@ -565,30 +579,40 @@ async fn lock_call(
 }
 
 /// The close logic of spec §5.4: a holder's locks are released and, if it
-/// held any, the holder process is terminated (asynchronously).
+/// held any, the holder process is terminated (asynchronously). A lifeline
+/// whose close was already applied for a later request of its owner is not
+/// closed twice.
 pub async fn close(ctx: &Arc<Ctx>, kind: ServerKind, s: Session) {
     ctx.client_gone(kind, s.id);
-    if !s.is_holder() {
+    if let Some(l) = &s.lifeline {
+        ctx.shared.end_lifeline(l).await;
+    } else if s.is_holder() {
+        let l = lifeline_of(&s, None, Arc::default());
+        ctx.shared.end_lifeline(&Arc::new(l)).await;
+    }
+}
+
+/// Keeps the session's lifeline in step with its registration: a
+/// connection whose peer registered itself becomes (or stays) its owner's
+/// lifeline; one that registered another owner stops being one.
+pub fn track_lifeline(ctx: &Ctx, s: &mut Session, sock: BorrowedFd<'_>, ctl: &Arc<ConnCtl>) {
+    let want = s.is_holder().then_some(s.peer_pid as u32);
+    if s.lifeline.as_ref().map(|l| l.owner) == want {
         return;
     }
-    let pid = s.peer_pid as u32;
-    let engine = ctx.shared.engine.clone();
-    let released = ctx
-        .shared
-        .fs
-        .blocking(move || engine.release_owner(pid))
-        .await;
+    if let Some(old) = s.lifeline.take() {
+        ctx.shared.lifelines.remove(&old);
+    }
+    if want.is_some() {
+        let l = Arc::new(lifeline_of(s, Some(sock), Arc::clone(ctl)));
+        ctx.shared.lifelines.add(Arc::clone(&l));
+        s.lifeline = Some(l);
+    }
+}
+
+fn lifeline_of(s: &Session, sock: Option<BorrowedFd<'_>>, ctl: Arc<ConnCtl>) -> Lifeline {
     let name = s.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default();
-    match released {
-        Ok(0) => return,
-        Ok(n) => info!(pid, owner = %name, "holder connection closed: released {n} resources"),
-        Err(e) => warn!(pid, owner = %name, "holder connection closed: release failed: {e}"),
-    }
-    let Some(pidfd) = s.pidfd else {
-        warn!(pid, "no pidfd for holder: not signalling a bare pid");
-        return;
-    };
-    ctx.spawn_termination(pid, pidfd);
+    Lifeline::new(s.peer_pid as u32, s.id, name, sock, ctl, s.pidfd.clone())
 }
 
 #[cfg(test)]

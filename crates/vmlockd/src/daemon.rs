@@ -138,8 +138,14 @@ async fn drain(ctx: &Arc<Ctx>, conns: &Arc<Mutex<JoinSet<()>>>, stopped: Stopped
         }
     }
     if stopped == Stopped::Shutdown {
-        let mut t =
-            std::mem::take(&mut *ctx.terminations.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut t = std::mem::take(
+            &mut *ctx
+                .shared
+                .lifelines
+                .terminations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left, async { while t.join_next().await.is_some() {} }).await;
     }

@@ -37,13 +37,12 @@ pub enum Outcome {
 }
 
 /// Terminates the process behind `pidfd`: SIGTERM, then SIGKILL after `grace`.
-pub async fn terminate(pidfd: OwnedFd, grace: Duration) -> io::Result<Outcome> {
+pub async fn terminate(pidfd: Arc<OwnedFd>, grace: Duration) -> io::Result<Outcome> {
     use vmlock_sys::process::pidfd_send_signal;
     match pidfd_send_signal(pidfd.as_fd(), libc::SIGTERM) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Outcome::AlreadyGone),
         other => other?,
     }
-    let pidfd = Arc::new(pidfd);
     if exited_within(&pidfd, grace).await? {
         return Ok(Outcome::ExitedAfterTerm);
     }
@@ -75,7 +74,7 @@ mod tests {
     #[tokio::test]
     async fn a_process_that_obeys_sigterm_is_not_killed() {
         let mut child = Command::new("sleep").arg("30").spawn().expect("spawn");
-        let fd = vmlock_sys::process::pidfd_open(child.id() as i32).expect("pidfd");
+        let fd = Arc::new(vmlock_sys::process::pidfd_open(child.id() as i32).expect("pidfd"));
         let out = terminate(fd, Duration::from_secs(2))
             .await
             .expect("terminate");
@@ -97,7 +96,7 @@ mod tests {
         use std::io::BufRead;
         let mut r = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         r.read_line(&mut line).expect("ready");
-        let fd = vmlock_sys::process::pidfd_open(child.id() as i32).expect("pidfd");
+        let fd = Arc::new(vmlock_sys::process::pidfd_open(child.id() as i32).expect("pidfd"));
         let t0 = std::time::Instant::now();
         let out = terminate(fd, Duration::from_millis(300))
             .await

@@ -19,6 +19,7 @@ pub mod error;
 pub mod fsexec;
 mod fuzzing;
 pub mod holder;
+pub mod lifeline;
 pub mod logging;
 pub mod lslist;
 pub mod paths;
@@ -318,9 +319,11 @@ fn start(
         fs: fsexec::FsExec::new(hooks.is_some()),
         cluster: hooks,
         lockspaces: Some(lockspaces),
+        lifelines: lifeline::Lifelines::new(Duration::from_millis(u64::from(
+            conf.holder_kill_grace_ms,
+        ))),
     });
-    let grace = Duration::from_millis(u64::from(conf.holder_kill_grace_ms));
-    let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients, grace);
+    let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients);
     ctx.main
         .next_id
         .store(next_ids.0, std::sync::atomic::Ordering::Relaxed);

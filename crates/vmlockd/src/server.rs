@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use vmlock_proto::route::Program;
 
@@ -118,32 +118,7 @@ pub struct ClientEntry {
     pub ctl: Arc<ConnCtl>,
 }
 
-/// A request to close one connection from outside it (admin CLIENT_CLOSE).
-/// The connection sees it at its next wait and closes as on EOF, running the
-/// holder logic of spec §5.4.
-#[derive(Debug, Default)]
-pub struct ConnCtl {
-    kill: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl ConnCtl {
-    /// Asks the connection to close.
-    pub fn close(&self) {
-        self.kill.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Whether [`close`](Self::close) was called.
-    pub fn closing(&self) -> bool {
-        self.kill.load(Ordering::Acquire)
-    }
-
-    /// A future that completes after the next [`close`](Self::close).
-    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.notify.notified()
-    }
-}
+pub use crate::lifeline::ConnCtl;
 
 /// Everything the connection tasks share.
 #[derive(Debug)]
@@ -158,10 +133,6 @@ pub struct Ctx {
     pub main: ServerState,
     /// Admin server state.
     pub admin: ServerState,
-    /// SIGTERM → SIGKILL delay for holders.
-    pub kill_grace: Duration,
-    /// Holder terminations in flight.
-    pub terminations: Mutex<JoinSet<()>>,
     /// Connections parked for re-exec.
     pub parked: Mutex<Vec<(ServerKind, conn::Handover)>>,
     /// Receive-buffer bytes beyond the per-connection allowance, daemon-wide
@@ -176,7 +147,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// A new context.
-    pub fn new(shared: Arc<Shared>, max_clients: u32, admin_max: u32, kill_grace: Duration) -> Ctx {
+    pub fn new(shared: Arc<Shared>, max_clients: u32, admin_max: u32) -> Ctx {
         let euid = vmlock_sys::geteuid();
         Ctx {
             shared,
@@ -184,8 +155,6 @@ impl Ctx {
             euid,
             main: ServerState::new(max_clients, 1),
             admin: ServerState::new(admin_max, 1),
-            kill_grace,
-            terminations: Mutex::new(JoinSet::new()),
             parked: Mutex::new(Vec::new()),
             big_buffers: std::sync::atomic::AtomicUsize::new(0),
             idle_timeout: AtomicU32::new(0),
@@ -211,20 +180,6 @@ impl Ctx {
         let st = self.server(kind);
         st.registry().remove(&id);
         st.clients.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Starts the termination of a holder process in the background.
-    pub fn spawn_termination(&self, pid: u32, pidfd: OwnedFd) {
-        let grace = self.kill_grace;
-        let job = async move {
-            match crate::holder::terminate(pidfd, grace).await {
-                Ok(out) => info!(pid, ?out, "terminated lock holder"),
-                Err(e) => error!(pid, "cannot terminate lock holder: {e}"),
-            }
-        };
-        let mut set = self.terminations.lock().unwrap_or_else(|p| p.into_inner());
-        while set.try_join_next().is_some() {}
-        set.spawn(job);
     }
 }
 
@@ -318,7 +273,7 @@ pub fn start_connection(
     ctx: &Arc<Ctx>,
     kind: ServerKind,
     stream: UnixStream,
-    session: Session,
+    mut session: Session,
     gid: u32,
     buffers: (Vec<u8>, Vec<u8>),
     mode: watch::Receiver<Mode>,
@@ -343,6 +298,11 @@ pub fn start_connection(
         id = session.id,
         pid = session.peer_pid
     );
+    if kind == ServerKind::Main {
+        // A restored or resumed holder connection is its owner's lifeline
+        // before it serves anything.
+        conn::track_lifeline(ctx, &mut session, stream.as_fd(), &ctl);
+    }
     let ctx2 = ctx.clone();
     let task = async move {
         if let End::Handover(h) =

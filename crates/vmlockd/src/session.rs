@@ -22,6 +22,7 @@ use vmlock_proto::lock::{
 
 use crate::error;
 use crate::fsexec::FsExec;
+use crate::lifeline::{Lifeline, Lifelines};
 
 /// One client connection's state.
 #[derive(Debug)]
@@ -33,7 +34,10 @@ pub struct Session {
     /// Peer uid.
     pub peer_uid: u32,
     /// A pidfd of the peer, taken at accept.
-    pub pidfd: Option<OwnedFd>,
+    pub pidfd: Option<Arc<OwnedFd>>,
+    /// This connection as its owner's lifeline, while the peer is
+    /// registered as itself (see [`crate::lifeline`]).
+    pub lifeline: Option<Arc<Lifeline>>,
     /// The registered owner, if any (registered means id ≠ 0).
     pub owner: Option<Owner>,
     /// Set by RESTRICT.
@@ -52,7 +56,8 @@ impl Session {
             id,
             peer_pid,
             peer_uid,
-            pidfd,
+            pidfd: pidfd.map(Arc::new),
+            lifeline: None,
             owner: None,
             restricted: false,
             conn_time,
@@ -90,9 +95,27 @@ pub struct Shared {
     pub cluster: Option<Arc<dyn ClusterHooks>>,
     /// Where new named lockspaces are remembered across a restart.
     pub lockspaces: Option<crate::lslist::LockspaceList>,
+    /// The owners' lifelines, and the terminations their closes started.
+    pub lifelines: Lifelines,
 }
 
 impl Shared {
+    /// Releases every lock of `pid`, off the event loop.
+    async fn release_owner(&self, pid: u32) -> Result<usize, String> {
+        let engine = Arc::clone(&self.engine);
+        self.fs
+            .blocking(move || engine.release_owner(pid))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies the close of a lifeline once (see [`crate::lifeline`]):
+    /// releases every lock of its owner and, if there was any, terminates
+    /// the owner in the background.
+    pub async fn end_lifeline(&self, l: &Arc<Lifeline>) {
+        self.lifelines.end(l, |pid| self.release_owner(pid)).await;
+    }
+
     /// A lockspace now exists: remember it (quirk 17).
     fn created(&self, dir: &str) {
         if let Some(l) = &self.lockspaces {
@@ -200,7 +223,7 @@ fn register(sh: &Shared, s: &mut Session, a: RegisterArgs) -> Result<(), Failure
     }
     if let Some(c) = &sh.cluster {
         let own = i32::try_from(a.owner.pid).is_ok_and(|p| p == s.peer_pid);
-        c.registered(&a.owner, s.peer_pid, s.pidfd.as_ref().filter(|_| own));
+        c.registered(&a.owner, s.peer_pid, s.pidfd.as_deref().filter(|_| own));
     }
     s.owner = Some(a.owner);
     Ok(())
@@ -246,6 +269,9 @@ async fn resource(
 ) -> Result<(), Failure> {
     flags_ok(a.flags, allowed, function)?;
     let owner = s.owner_pid()?;
+    sh.lifelines
+        .settle(owner, s.id, |pid| sh.release_owner(pid))
+        .await;
     let engine = sh.engine.clone();
     if !engine.has_lockspace(&a.path) {
         return Err(WireError::new(
