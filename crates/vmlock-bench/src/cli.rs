@@ -81,6 +81,10 @@ pub enum Command {
         /// Path of lockd.so.
         #[arg(long, default_value = DEFAULT_PLUGIN)]
         plugin_path: PathBuf,
+        /// Each client owns its locks and keeps the restricted connection
+        /// until the release, as libvirt's QEMU does.
+        #[arg(long)]
+        keep_fd: bool,
         #[command(flatten)]
         load: LoadOpts,
     },
@@ -113,7 +117,7 @@ pub struct CompareOpts {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "raw-own,raw-contended,plugin"
+        default_value = "raw-own,raw-contended,plugin,plugin-kept"
     )]
     pub modes: Vec<String>,
     /// Targets, comma-separated (null, vmlockd, virtlockd).
@@ -166,6 +170,8 @@ pub struct WorkerOpts {
     duration: f64,
     #[arg(long)]
     max_ops: u64,
+    #[arg(long)]
+    keep_fd: bool,
 }
 
 /// Parses a positive, finite number of seconds.
@@ -192,7 +198,7 @@ fn raw_mode(socket: PathBuf, mode: RawMode, load: LoadOpts) -> Result<CellResult
     })
 }
 
-fn plugin(run_dir: PathBuf, plugin: PathBuf, load: LoadOpts) -> Result<CellResult> {
+fn plugin(run_dir: PathBuf, plugin: PathBuf, keep_fd: bool, load: LoadOpts) -> Result<CellResult> {
     let tmp = TempDir::new("plugin")?;
     let files_dir = load.files_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     plugin_mode::run(&PluginSpec {
@@ -203,6 +209,7 @@ fn plugin(run_dir: PathBuf, plugin: PathBuf, load: LoadOpts) -> Result<CellResul
         files_dir,
         pid_base: load.pid_base,
         plugin,
+        keep_fd,
     })
 }
 
@@ -270,10 +277,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plugin {
             run_dir,
             plugin_path,
+            keep_fd,
             load,
         } => {
             // The in-namespace instance prints the RESULT line itself.
-            let r = plugin(run_dir, plugin_path, load)?;
+            let r = plugin(run_dir, plugin_path, keep_fd, load)?;
             eprintln!(
                 "plugin: {:.0} cycles/s, p50 {} ns, p99 {} ns",
                 r.rate(),
@@ -293,6 +301,7 @@ pub fn run(cli: Cli) -> Result<()> {
             plugin: w.plugin_path,
             duration: Duration::from_secs_f64(w.duration),
             max_ops: w.max_ops,
+            keep_fd: w.keep_fd,
         })?,
     }
     Ok(())

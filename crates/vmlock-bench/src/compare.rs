@@ -32,6 +32,9 @@ pub enum Mode {
     RawContended,
     /// Acquire/release through lockd.so.
     Plugin,
+    /// Acquire/release through lockd.so, each client its own owner keeping
+    /// the restricted connection until the release (libvirt's QEMU).
+    PluginKept,
 }
 
 impl Mode {
@@ -41,22 +44,28 @@ impl Mode {
             Mode::RawOwn => "raw-own",
             Mode::RawContended => "raw-contended",
             Mode::Plugin => "plugin",
+            Mode::PluginKept => "plugin-kept",
         }
     }
 
     /// Parses a subcommand name.
     pub fn parse(s: &str) -> Result<Mode> {
-        [Mode::RawOwn, Mode::RawContended, Mode::Plugin]
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| BenchError::Usage(format!("unknown mode {s}")))
+        [
+            Mode::RawOwn,
+            Mode::RawContended,
+            Mode::Plugin,
+            Mode::PluginKept,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| BenchError::Usage(format!("unknown mode {s}")))
     }
 
     /// What one operation is, for table headers.
     pub fn unit(self) -> &'static str {
         match self {
             Mode::RawContended => "attempts/s",
-            Mode::RawOwn | Mode::Plugin => "cycles/s",
+            Mode::RawOwn | Mode::Plugin | Mode::PluginKept => "cycles/s",
         }
     }
 }
@@ -238,7 +247,7 @@ fn run_cell(
     let raw_mode = match mode {
         Mode::RawOwn => RawMode::Own,
         Mode::RawContended => RawMode::Contended,
-        Mode::Plugin => {
+        Mode::Plugin | Mode::PluginKept => {
             return plugin_mode::run(&PluginSpec {
                 run_dir: t.run_dir().to_path_buf(),
                 clients,
@@ -247,6 +256,7 @@ fn run_cell(
                 files_dir: dir.to_path_buf(),
                 pid_base,
                 plugin: spec.plugin.clone(),
+                keep_fd: mode == Mode::PluginKept,
             });
         }
     };

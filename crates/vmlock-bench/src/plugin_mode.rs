@@ -14,6 +14,11 @@
 //! namespace. Workers are processes, not threads, because the plugin keeps global
 //! driver state and each QEMU start is its own process in libvirt too. Owner pids are
 //! fake (`pid_base + i`), so closing the leaked connection never kills anything.
+//!
+//! With `keep_fd` (`plugin-kept` in `compare`) each worker is its own owner, as
+//! QEMU is, and keeps the restricted connection's fd until the release has been
+//! answered, then closes it: the daemon sees the kept connection of every cycle
+//! close while the same owner is already starting the next one.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
@@ -50,6 +55,9 @@ pub struct PluginSpec {
     pub pid_base: u32,
     /// Path of lockd.so.
     pub plugin: PathBuf,
+    /// Each worker owns its locks (owner pid = its own) and keeps the
+    /// restricted connection until the release, as libvirt's QEMU does.
+    pub keep_fd: bool,
 }
 
 impl PluginSpec {
@@ -72,6 +80,9 @@ impl PluginSpec {
             "--plugin-path".into(),
             self.plugin.display().to_string(),
         ]
+        .into_iter()
+        .chain(self.keep_fd.then(|| "--keep-fd".to_string()))
+        .collect()
     }
 }
 
@@ -205,6 +216,7 @@ fn spawn_worker(spec: &PluginSpec, i: u32, conf: &Path) -> Result<Worker> {
         .arg(&spec.plugin)
         .args(["--duration", &spec.duration.as_secs_f64().to_string()])
         .args(["--max-ops", &spec.max_ops.to_string()])
+        .args(spec.keep_fd.then_some("--keep-fd"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -225,8 +237,10 @@ fn spawn_worker(spec: &PluginSpec, i: u32, conf: &Path) -> Result<Worker> {
 pub struct WorkerSpec {
     /// Client index (owner name `bench-<index>`, id `index + 1`).
     pub index: u32,
-    /// Fake owner pid.
+    /// Fake owner pid (unused with `keep_fd`: the worker's own pid).
     pub pid: u32,
+    /// Own the locks and keep the restricted connection until the release.
+    pub keep_fd: bool,
     /// The disk to lock (a direct lease).
     pub disk: PathBuf,
     /// lockd config file for drvInit.
@@ -264,8 +278,13 @@ fn worker_loop(plugin: &Plugin, spec: &WorkerSpec) -> Result<(WorkerCounts, Samp
     let mut uuid = [0xbe; 16];
     uuid[12..].copy_from_slice(&spec.index.to_be_bytes());
     let name = format!("bench-{}", spec.index);
+    let owner = if spec.keep_fd {
+        std::process::id()
+    } else {
+        spec.pid
+    };
     let manager = |flags| {
-        let mut m = Manager::new(plugin, uuid, &name, spec.index + 1, spec.pid, flags)?;
+        let mut m = Manager::new(plugin, uuid, &name, spec.index + 1, owner, flags)?;
         m.add_disk(&disk, false, false)?;
         Ok::<_, vmlock_sys::plugin::PluginError>(m)
     };
@@ -284,11 +303,18 @@ fn worker_loop(plugin: &Plugin, spec: &WorkerSpec) -> Result<(WorkerCounts, Samp
             continue;
         }
         counts.grants += 1;
-        drop(acquired);
+        // libvirt's QEMU keeps the restricted connection for its whole run.
+        let kept = if spec.keep_fd {
+            acquired
+        } else {
+            drop(acquired);
+            Ok(None)
+        };
         let released = manager(0).and_then(|mut m| m.release());
         let t2 = Instant::now();
         samples.push(t2 - now);
         now = t2;
+        drop(kept);
         match released {
             Ok(_) => counts.ops += 1,
             Err(_) => counts.errors += 1,
