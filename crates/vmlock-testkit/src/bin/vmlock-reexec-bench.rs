@@ -1,4 +1,5 @@
-//! `vmlock-reexec-bench [--ours 1000,10000,100000] [--theirs 1000,10000] [--rounds 3] [--gap MS] [--phases]`
+//! `vmlock-reexec-bench [--ours 1000,10000,100000] [--theirs 1000,10000] [--rounds 3] [--gap MS] [--phases]
+//!  [--holders H] [--probe-plugin]`
 //!
 //! Measures live re-exec (SIGUSR1) with many locks held, for vmlockd and
 //! libvirt's virtlockd:
@@ -15,6 +16,15 @@
 //! is closer to real use, where a re-exec is a rare event).
 //! Not a pass/fail test: numbers go to docs/PERFORMANCE.md. `--phases`
 //! also prints the daemon's own `re-exec:` timing lines (stderr).
+//! `--holders H` spreads the locks over H connections of H owners.
+//!
+//! `--probe-plugin` measures the blackout the way libvirt sees it: a prober
+//! process in the daemon's namespace loads libvirt's `lockd.so` and cycles
+//! acquire (connect, REGISTER, ACQUIRE) and release of a disk of its own
+//! without pause; SIGUSR1 is sent while it runs. The blackout is the time
+//! from the signal until the first acquire that *started* after the signal
+//! has been granted (both read from CLOCK_MONOTONIC, shared by the two
+//! processes); the table also gives the longest single acquire around it.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +35,8 @@ use vmlock_testkit::reexec::{kernel_holder, rss_kib, send_reexec, write_script};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, decode_reply, frames};
 
 const OWNER_PID: u32 = 4_194_900;
+/// The prober's (fake) owner pid: its connections are no lifelines.
+const PROBE_PID: u32 = 4_194_990;
 
 fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("vmlock-reexec-bench: {msg}");
@@ -55,40 +67,142 @@ fn start(flavor: Flavor, scripts: &Path, phases: bool) -> Daemon {
     Daemon::start(spec).unwrap_or_else(|e| fail(e))
 }
 
-fn take_locks(d: &Daemon, n: usize) -> Result<(RawConn, PathBuf, Duration), String> {
+fn take_locks(
+    d: &Daemon,
+    n: usize,
+    holders: usize,
+) -> Result<(Vec<RawConn>, PathBuf, Duration), String> {
     let t = Instant::now();
-    let mut c = d.connect();
-    call(
-        &mut c,
-        &frames::register(0, *b"reexec-bench-own", "bench", 1, OWNER_PID, 0),
-    )?;
     let ls = d.dir().join("ls");
     let lss = ls.to_string_lossy().into_owned();
-    call(&mut c, &frames::create_lockspace(1, &lss))?;
-    // Pipelined, a batch at a time: at 100,000 locks and more (run under
-    // emulation, scripts/vm-run.sh) one round trip per lock takes minutes.
-    const BATCH: usize = 128;
-    for start in (0..n).step_by(BATCH) {
-        let end = (start + BATCH).min(n);
-        let mut frames_out = Vec::new();
-        for i in start..end {
-            let name = format!("r{i}");
-            frames_out.extend_from_slice(&frames::acquire(
-                2 + i as u32,
-                &lss,
-                &name,
-                frames::FLAG_AUTOCREATE,
-            ));
+    let holders = holders.max(1);
+    let mut conns = Vec::with_capacity(holders);
+    for h in 0..holders {
+        let mut c = d.connect();
+        let mut uuid = *b"reexec-bench-own";
+        uuid[15] = h as u8;
+        call(
+            &mut c,
+            &frames::register(0, uuid, "bench", 1 + h as u32, OWNER_PID + h as u32, 0),
+        )?;
+        if h == 0 {
+            call(&mut c, &frames::create_lockspace(1, &lss))?;
         }
-        c.send(&frames_out).map_err(|e| e.to_string())?;
-        for i in start..end {
-            let raw = c.recv_frame().map_err(|e| format!("lock {i}: {e}"))?;
-            if let (_, Some(e)) = decode_reply(&raw) {
-                return Err(format!("lock {i}: {} {}", e.code, e.text()));
+        // Pipelined, a batch at a time: at 100,000 locks and more (run under
+        // emulation, scripts/vm-run.sh) one round trip per lock takes minutes.
+        const BATCH: usize = 128;
+        let mine: Vec<usize> = (h..n).step_by(holders).collect();
+        for chunk in mine.chunks(BATCH) {
+            let mut frames_out = Vec::new();
+            for &i in chunk {
+                let name = format!("r{i}");
+                frames_out.extend_from_slice(&frames::acquire(
+                    2 + i as u32,
+                    &lss,
+                    &name,
+                    frames::FLAG_AUTOCREATE,
+                ));
+            }
+            c.send(&frames_out).map_err(|e| e.to_string())?;
+            for &i in chunk {
+                let raw = c.recv_frame().map_err(|e| format!("lock {i}: {e}"))?;
+                if let (_, Some(e)) = decode_reply(&raw) {
+                    return Err(format!("lock {i}: {} {}", e.code, e.text()));
+                }
             }
         }
+        conns.push(c);
     }
-    Ok((c, ls, t.elapsed()))
+    Ok((conns, ls, t.elapsed()))
+}
+
+/// The prober (`--prober DISK SECS`, run in the daemon's namespace): prints
+/// "ready", then cycles acquire/release of DISK through lockd.so for SECS
+/// and prints one line per granted acquire, `start end` in monotonic ns.
+fn prober(disk: &str, secs: f64) -> Result<(), String> {
+    use std::io::Write;
+    use vmlock_sys::plugin::{Manager, NEW_STARTED, Plugin};
+    let plugin =
+        Plugin::load(Path::new(vmlock_testkit::script::LOCKD_SO)).map_err(|e| e.to_string())?;
+    plugin
+        .init(Some(Path::new(vmlock_testkit::script::MISSING_CONFIG)), 0)
+        .map_err(|e| e.to_string())?;
+    let uuid = *b"reexec-probe-own";
+    let manager = |flags| {
+        let mut m = Manager::new(&plugin, uuid, "probe", 1, PROBE_PID, flags)?;
+        m.add_disk(disk, false, false)?;
+        Ok::<_, vmlock_sys::plugin::PluginError>(m)
+    };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut lines = Vec::new();
+    while Instant::now() < end {
+        let t0 = vmlock_sys::clock::monotonic_ns();
+        let acquired = manager(NEW_STARTED).and_then(|mut m| m.acquire(0));
+        let t1 = vmlock_sys::clock::monotonic_ns();
+        match acquired {
+            Ok(_) => lines.push(format!("{t0} {t1}")),
+            Err(e) => lines.push(format!("err {t0} {t1} {}", e.message)),
+        }
+        let _ = manager(0).and_then(|mut m| m.release());
+    }
+    println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+/// One probed re-exec: (blackout, longest acquire around it).
+fn probed_round(d: &Daemon) -> Result<(Duration, Duration), String> {
+    use std::io::{BufRead, Read};
+    let disk = d.dir().join("probe.img");
+    std::fs::write(&disk, b"").map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = d
+        .run_in_ns(&exe)
+        .arg("--prober")
+        .arg(&disk)
+        .arg("1.5")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn prober: {e}"))?;
+    let mut out = std::io::BufReader::new(child.stdout.take().ok_or("prober stdout")?);
+    let mut ready = String::new();
+    out.read_line(&mut ready).map_err(|e| e.to_string())?;
+    if ready.trim() != "ready" {
+        return Err(format!("prober: {ready}"));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let signal = vmlock_sys::clock::monotonic_ns();
+    let w = send_reexec(d).map_err(|e| e.to_string())?;
+    w.wait(d, Duration::from_secs(60))?;
+    let mut text = String::new();
+    out.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let _ = child.wait();
+    if let Some(e) = text.lines().find(|l| l.starts_with("err")) {
+        return Err(format!("prober: {e}"));
+    }
+    let samples: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once(' ')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    let first = samples
+        .iter()
+        .find(|(start, _)| *start >= signal)
+        .ok_or("no acquire started after the signal")?;
+    let blackout = first.1 - signal;
+    let longest = samples
+        .iter()
+        .filter(|(start, end)| *end >= signal && *start <= first.1)
+        .map(|(start, end)| end - start)
+        .max()
+        .unwrap_or(0);
+    Ok((
+        Duration::from_nanos(blackout),
+        Duration::from_nanos(longest),
+    ))
 }
 
 fn ms(d: Duration) -> String {
@@ -128,21 +242,42 @@ fn print_phases(d: &Daemon) {
     }
 }
 
-fn run(
-    flavor: Flavor,
-    n: usize,
+/// How a run is measured.
+#[derive(Clone, Copy)]
+struct Opts {
     rounds: usize,
     gap: Duration,
-    scripts: &Path,
     phases: bool,
-) -> Result<String, String> {
+    holders: usize,
+    probe: bool,
+}
+
+fn run(flavor: Flavor, n: usize, o: Opts, scripts: &Path) -> Result<String, String> {
+    let Opts {
+        rounds,
+        gap,
+        phases,
+        holders,
+        probe,
+    } = o;
     let d = start(flavor, scripts, phases);
     let pid = d.pid();
-    let (_conn, ls, took) = take_locks(&d, n)?;
+    let (_conns, ls, took) = take_locks(&d, n, holders)?;
     let rss0 = rss_kib(pid).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
+    let mut longest = Vec::new();
     for _ in 0..rounds {
         std::thread::sleep(gap);
+        if probe {
+            match probed_round(&d) {
+                Ok((t, l)) => {
+                    times.push(t);
+                    longest.push(l);
+                }
+                Err(e) => return Err(after_failure(&d, &ls, n, e)),
+            }
+            continue;
+        }
         let w = send_reexec(&d).map_err(|e| e.to_string())?;
         match w.wait_tight(&d, Duration::from_secs(120)) {
             Ok(t) => times.push(t),
@@ -163,8 +298,14 @@ fn run(
         }
     }
     let list: Vec<String> = times.iter().map(|t| ms(*t)).collect();
+    let longest: Vec<String> = longest.iter().map(|t| ms(*t)).collect();
+    let extra = if probe {
+        format!(" {} |", longest.join(" / "))
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "| {} | {n} | {} | {} | {} → {} | {} s |",
+        "| {} | {n} | {} | {} | {} → {} | {} s |{extra}",
         if flavor == Flavor::Ours {
             "vmlockd"
         } else {
@@ -188,10 +329,25 @@ fn main() {
     let mut rounds = 3;
     let mut phases = false;
     let mut gap = Duration::ZERO;
+    let mut holders = 1;
+    let mut probe = false;
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--prober") {
+        let disk = args.next().unwrap_or_default();
+        let secs = args.next().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+        if let Err(e) = prober(&disk, secs) {
+            fail(e);
+        }
+        return;
+    }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--phases" {
             phases = true;
+            continue;
+        }
+        if a == "--probe-plugin" {
+            probe = true;
             continue;
         }
         let v = args.next().unwrap_or_default();
@@ -200,22 +356,37 @@ fn main() {
             "--theirs" => theirs = counts(&v),
             "--rounds" => rounds = v.parse().unwrap_or(3),
             "--gap" => gap = Duration::from_millis(v.parse().unwrap_or(0)),
+            "--holders" => holders = v.parse().unwrap_or(1),
             _ => fail(
-                "usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R] [--gap MS] [--phases]",
+                "usage: vmlock-reexec-bench [--ours N,..] [--theirs N,..] [--rounds R] [--gap MS] [--phases] [--holders H] [--probe-plugin]",
             ),
         }
     }
     let scripts = tempfile::tempdir().unwrap_or_else(|e| fail(e));
-    println!(
-        "| daemon | locks | SIGUSR1 → new client served, ms (each round) | mean ms | RSS MB before → after | time to take the locks |"
-    );
-    println!("|---|---|---|---|---|---|");
+    if probe {
+        println!(
+            "| daemon | locks | SIGUSR1 → first lockd.so acquire started after it granted, ms (each round) | mean ms | RSS MB before → after | time to take the locks | longest acquire around it, ms |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    } else {
+        println!(
+            "| daemon | locks | SIGUSR1 → new client served, ms (each round) | mean ms | RSS MB before → after | time to take the locks |"
+        );
+        println!("|---|---|---|---|---|---|");
+    }
+    let opts = Opts {
+        rounds,
+        gap,
+        phases,
+        holders,
+        probe,
+    };
     let runs = ours
         .iter()
         .map(|n| (Flavor::Ours, *n))
         .chain(theirs.iter().map(|n| (Flavor::Theirs, *n)));
     for (f, n) in runs {
-        match run(f, n, rounds, gap, scripts.path(), phases) {
+        match run(f, n, opts, scripts.path()) {
             Ok(row) => println!("{row}"),
             Err(e) => println!("| {} | {n} | failed: {e} | | | |", f.name()),
         }
