@@ -82,21 +82,50 @@ pub fn getpid() -> i32 {
     std::process::id() as i32
 }
 
-/// Removes an environment variable.
+/// Removes an environment variable, if this process has a single thread
+/// (used to consume systemd's `LISTEN_PID`/`LISTEN_FDS`, as virtlockd does,
+/// so that a re-exec'd image does not take them for a second activation).
 ///
-/// Only sound while the process has a single thread: call it from `main`
-/// before any runtime or thread is started (used to consume systemd's
-/// `LISTEN_PID`/`LISTEN_FDS`, as virtlockd does, so that a re-exec'd image
-/// does not take them for a second activation).
-pub fn unset_env_single_threaded(name: &str) {
-    // SAFETY: the caller contract above: no other thread exists that could
+/// Changing the environment is only sound while no other thread can read
+/// it, so the thread count is checked first (`/proc/self/status`): with a
+/// second thread the variable is left alone and an error says why. Only
+/// this thread could start another one between the check and the removal.
+pub fn unset_env_single_threaded(name: &str) -> io::Result<()> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "not removing {name} from the environment: {threads} threads are running"
+        )));
+    }
+    // SAFETY: checked just above: this is the only thread, so nothing can
     // read or write the environment concurrently.
-    unsafe { std::env::remove_var(name) }
+    unsafe { std::env::remove_var(name) };
+    Ok(())
+}
+
+/// The number of threads of this process, from `/proc/self/status`.
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_environment_is_left_alone_while_other_threads_run() {
+        // The test harness runs tests on threads of their own: more than one.
+        assert!(thread_count().expect("threads") > 1);
+        // SAFETY: no other code in this test binary reads this variable.
+        let e = unset_env_single_threaded("VMLOCK_SYS_TEST_NEVER_SET")
+            .expect_err("refused with other threads");
+        assert!(e.to_string().contains("threads are running"), "{e}");
+    }
 
     #[test]
     fn strerror_matches_the_c_library_text() {

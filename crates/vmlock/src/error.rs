@@ -23,9 +23,6 @@ pub enum LockError {
     /// `load` was given a name no driver is registered under.
     #[error("lock driver '{0}' is not known (available: nop, lockd, sanlock)")]
     UnknownDriver(String),
-    /// The driver is registered but not built into this library (cluster).
-    #[error("lock driver '{0}' is not available in this build")]
-    Unavailable(&'static str),
     /// The driver does not implement this operation.
     #[error("lock driver '{driver}' does not support {operation}")]
     Unsupported {

@@ -7,8 +7,10 @@
 //! lockd     Lockd       built in: virtlockd/vmlockd wire protocol
 //! sanlock   Sanlock     built in: disk-paxos leases through the sanlock daemon
 //!                       (libsanlock_client.so.1 loaded at run time; USES_STATE)
-//! cluster   Cluster     reserved: a cluster back end (etcd leases or DLM) with fencing
 //! ```
+//!
+//! Cluster-wide locking does not need a driver of its own: the `lockd`
+//! driver talks to vmlockd, whose etcd back end holds every lock cluster-wide.
 //!
 //! Adding a driver: implement [`LockDriver`](crate::LockDriver) in a module, add a
 //! variant here, and construct it in [`load_with`].
@@ -31,13 +33,11 @@ pub enum Driver {
     Lockd,
     /// `sanlock`.
     Sanlock,
-    /// `cluster` (not built yet).
-    Cluster,
 }
 
 impl Driver {
     /// All registry entries.
-    pub const ALL: [Driver; 4] = [Driver::Nop, Driver::Lockd, Driver::Sanlock, Driver::Cluster];
+    pub const ALL: [Driver; 3] = [Driver::Nop, Driver::Lockd, Driver::Sanlock];
 
     /// The name used in configuration.
     pub fn name(self) -> &'static str {
@@ -45,18 +45,12 @@ impl Driver {
             Driver::Nop => "nop",
             Driver::Lockd => "lockd",
             Driver::Sanlock => "sanlock",
-            Driver::Cluster => "cluster",
         }
     }
 
     /// The entry for `name`.
     pub fn from_name(name: &str) -> Option<Driver> {
         Self::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    /// Whether this build can load the driver.
-    pub fn is_available(self) -> bool {
-        matches!(self, Driver::Nop | Driver::Lockd | Driver::Sanlock)
     }
 }
 
@@ -91,6 +85,5 @@ pub fn load_with(name: &str, options: &LoadOptions) -> Result<Arc<dyn LockDriver
             options.socket.clone(),
         )?)),
         Driver::Sanlock => Ok(Arc::new(SanlockDriver::load(options.config.as_deref())?)),
-        Driver::Cluster => Err(LockError::Unavailable(driver.name())),
     }
 }

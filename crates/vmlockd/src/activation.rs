@@ -49,6 +49,8 @@ pub struct ActivationEnv {
     pub listen_fds: Option<String>,
     /// `LISTEN_FDNAMES`.
     pub listen_fdnames: Option<String>,
+    /// Why a variable could not be removed from the environment.
+    pub unset_errors: Vec<String>,
 }
 
 impl ActivationEnv {
@@ -56,14 +58,20 @@ impl ActivationEnv {
     /// like virtlockd). Must run before any thread is started.
     pub fn take_from_process() -> ActivationEnv {
         let get = |k: &str| std::env::var(k).ok();
-        let env = ActivationEnv {
+        let mut env = ActivationEnv {
             listen_pid: get("LISTEN_PID"),
             listen_fds: get("LISTEN_FDS"),
             listen_fdnames: get("LISTEN_FDNAMES"),
+            unset_errors: Vec::new(),
         };
         if env.listen_pid.is_some() {
-            vmlock_sys::unset_env_single_threaded("LISTEN_PID");
-            vmlock_sys::unset_env_single_threaded("LISTEN_FDS");
+            for k in ["LISTEN_PID", "LISTEN_FDS"] {
+                if let Err(e) = vmlock_sys::unset_env_single_threaded(k) {
+                    // Reported once logging is up; LISTEN_PID names this
+                    // process, so a later image ignores the stale value.
+                    env.unset_errors.push(e.to_string());
+                }
+            }
         }
         env
     }
@@ -188,6 +196,7 @@ mod tests {
             listen_pid: Some(pid.into()),
             listen_fds: Some(n.into()),
             listen_fdnames: names.map(Into::into),
+            unset_errors: Vec::new(),
         }
     }
 

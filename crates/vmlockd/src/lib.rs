@@ -150,6 +150,8 @@ pub fn load_config(
 }
 
 fn run(cli: cli::Cli) -> Result<(), Fatal> {
+    // First, while this is the only thread: consume systemd's variables.
+    let act_env = activation::ActivationEnv::take_from_process();
     let env = paths::Env::from_process();
     // Before anything opens a descriptor: adopt what a previous image handed over.
     let state_file = env.paths(None, None).state_file;
@@ -161,7 +163,7 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
             t0.elapsed()
         ));
     }
-    let act_env = activation::ActivationEnv::take_from_process();
+    restore_log.extend(act_env.unset_errors.iter().cloned());
     let (conf, conf_warnings) = load_config(&cli, &env)?;
     let settings = logging::resolve(&conf, |k| std::env::var(k).ok(), cli.verbose)
         .map_err(|e| fatal(exit::FAILURE, e))?;

@@ -92,11 +92,6 @@ impl PidFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    /// Closes the file *without* unlinking it (re-exec: the new image takes it again).
-    pub fn keep_for_reexec(mut self) {
-        self.file.take();
-    }
 }
 
 impl Drop for PidFile {

@@ -527,15 +527,6 @@ fn client(fd: OwnedFd, c: ClientRef) -> Handover {
     }
 }
 
-/// Builds the state of a daemon whose connections are all parked.
-pub fn build_state(ctx: &Ctx, listeners: &[Listener], parked: &[(ServerKind, Handover)]) -> State {
-    State {
-        servers: build_servers(ctx, listeners, parked),
-        engine: ctx.shared.engine.snapshot(),
-        magic: std::process::id().to_string(),
-    }
-}
-
 /// The server part of the state (listeners and parked clients).
 pub fn build_servers(
     ctx: &Ctx,

@@ -381,11 +381,3 @@ fn peer_pidfd(stream: &UnixStream, pid: i32) -> std::io::Result<OwnedFd> {
         Err(e) => Err(e),
     }
 }
-
-/// A snapshot of client counts for logs and tests.
-pub fn counts(ctx: &Ctx) -> BTreeMap<&'static str, usize> {
-    [ServerKind::Main, ServerKind::Admin]
-        .into_iter()
-        .map(|k| (k.name(), ctx.server(k).clients.load(Ordering::Relaxed)))
-        .collect()
-}
