@@ -121,7 +121,6 @@ mod tests {
     fn the_environment_is_left_alone_while_other_threads_run() {
         // The test harness runs tests on threads of their own: more than one.
         assert!(thread_count().expect("threads") > 1);
-        // SAFETY: no other code in this test binary reads this variable.
         let e = unset_env_single_threaded("VMLOCK_SYS_TEST_NEVER_SET")
             .expect_err("refused with other threads");
         assert!(e.to_string().contains("threads are running"), "{e}");
