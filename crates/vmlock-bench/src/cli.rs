@@ -4,7 +4,7 @@
 //! vmlock-bench raw-own | raw-contended  --socket S [--clients N --duration SECS ...]
 //! vmlock-bench plugin                   --run-dir D [...]
 //! vmlock-bench serve-null               --socket S [--lifetime SECS]
-//! vmlock-bench compare                  [--duration SECS --clients 1,4,16,64 --vmlockd P ...]
+//! vmlock-bench compare                  [--duration SECS --clients 1,4,16,64 --vmlockd P ... --plot F.svg]
 //! ```
 
 use std::path::PathBuf;
@@ -147,6 +147,9 @@ pub struct CompareOpts {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also draw throughput and p99 latency per mode as an SVG chart into this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// How raw clients wait for a reply: `poll` then `read`, as libvirt's
     /// client does, or block in `read` (earlier runs).
     #[arg(long, value_enum, default_value_t = Wait::Poll)]
@@ -233,13 +236,18 @@ fn compare(o: CompareOpts) -> Result<()> {
         rounds: o.rounds,
         wait: o.wait,
     };
-    let md = report::markdown(&compare::run(&spec)?);
+    let measured = compare::run(&spec)?;
+    let md = report::markdown(&measured);
     {
         use std::io::Write;
         let _ = std::io::stdout().lock().write_all(md.as_bytes());
     }
     if let Some(path) = o.out {
         std::fs::write(&path, &md).map_err(BenchError::io(format!("write {}", path.display())))?;
+    }
+    if let Some(path) = o.plot {
+        let svg = crate::plot::svg(&measured)?;
+        std::fs::write(&path, svg).map_err(BenchError::io(format!("write {}", path.display())))?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! * [`raw`], [`plugin_mode`]: the workloads. [`null_server`]: the do-nothing ceiling.
 //! * [`stats`]: latency samples and percentiles. [`memory`]: RSS with many locks held.
 //! * [`target`], [`compare`], [`report`]: starting daemons, the interleaved grid, and
-//!   its Markdown table.
+//!   its Markdown table. [`plot`]: the same comparison as an SVG chart.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod frames;
 pub mod memory;
 pub mod null_server;
+pub mod plot;
 pub mod plugin_mode;
 pub mod raw;
 pub mod report;

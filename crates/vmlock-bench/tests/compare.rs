@@ -1,6 +1,6 @@
 //! End-to-end: `vmlock-bench compare` for a very short run against the do-nothing server
 //! and vmlockd (plus virtlockd and the lockd.so mode when installed), checking that the
-//! Markdown tables carry sane, non-zero numbers.
+//! Markdown tables carry sane, non-zero numbers and that `--plot` writes the chart.
 //!
 //! Needs root (mount namespaces). Without root, or without virtlockd/lockd.so, the
 //! missing parts are skipped, unless `CI` is set, in which case they are failures.
@@ -113,8 +113,11 @@ fn short_compare_has_sane_numbers() {
     if require(Path::new(LOCKD_SO).exists(), "lockd.so is not installed") {
         modes.push("plugin");
     }
+    let plot = std::env::temp_dir().join(format!("vmlock-bench-plot-{}.svg", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_vmlock-bench"))
         .args(["compare", "--duration", "0.3", "--clients", "1,4"])
+        .arg("--plot")
+        .arg(&plot)
         .args(["--targets", &targets.join(","), "--modes", &modes.join(",")])
         .args(["--mem-locks", "200", "--mem-conns", "2"])
         .arg("--vmlockd")
@@ -132,4 +135,22 @@ fn short_compare_has_sane_numbers() {
     let (idle, held) = (number(mem[1]), number(mem[2]));
     assert!(idle > 0.0 && held >= idle, "memory row {mem:?}");
     assert_eq!(number(mem[3]), 200.0);
+    let svg = std::fs::read_to_string(&plot).expect("the --plot file");
+    let _ = std::fs::remove_file(&plot);
+    assert!(
+        svg.starts_with("<svg"),
+        "not an SVG: {}",
+        &svg[..svg.len().min(100)]
+    );
+    for mode in &modes {
+        assert!(
+            svg.contains(&format!("{mode}: throughput")),
+            "no {mode} panel"
+        );
+    }
+    // One marker per (mode, panel, target, client count) measured.
+    assert_eq!(
+        svg.matches("<circle").count(),
+        modes.len() * 2 * targets.len() * 2
+    );
 }
