@@ -41,9 +41,9 @@
 //! `poll` only when the owner has a lifeline besides the calling connection
 //! (libvirtd acting for a running QEMU: hotplug, pause, resume).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -143,7 +143,12 @@ impl Lifeline {
 /// The lifelines by owner pid, and the terminations they started.
 #[derive(Debug)]
 pub struct Lifelines {
-    by_owner: Mutex<HashMap<u32, Vec<Arc<Lifeline>>>>,
+    /// By owner pid (a B-tree: a look-up compares a few integers, where a
+    /// hash map would hash the key on every resource call).
+    by_owner: Mutex<BTreeMap<u32, Vec<Arc<Lifeline>>>>,
+    /// How many lifelines there are: none (a daemon serving only libvirtd's
+    /// own connections, or a benchmark) skips the look-up.
+    count: AtomicUsize,
     /// SIGTERM → SIGKILL delay.
     grace: Duration,
     /// Terminations in flight.
@@ -154,19 +159,21 @@ impl Lifelines {
     /// An empty registry; terminations wait `grace` between SIGTERM and SIGKILL.
     pub fn new(grace: Duration) -> Lifelines {
         Lifelines {
-            by_owner: Mutex::new(HashMap::new()),
+            by_owner: Mutex::new(BTreeMap::new()),
+            count: AtomicUsize::new(0),
             grace,
             terminations: Mutex::new(JoinSet::new()),
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<u32, Vec<Arc<Lifeline>>>> {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<u32, Vec<Arc<Lifeline>>>> {
         self.by_owner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a lifeline.
     pub fn add(&self, l: Arc<Lifeline>) {
         self.map().entry(l.owner).or_default().push(l);
+        self.count.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Forgets a lifeline (its close was applied, or its connection
@@ -174,7 +181,9 @@ impl Lifelines {
     pub fn remove(&self, l: &Arc<Lifeline>) {
         let mut map = self.map();
         if let Some(v) = map.get_mut(&l.owner) {
+            let before = v.len();
             v.retain(|x| !Arc::ptr_eq(x, l));
+            self.count.fetch_sub(before - v.len(), Ordering::AcqRel);
             if v.is_empty() {
                 map.remove(&l.owner);
             }
@@ -185,6 +194,9 @@ impl Lifelines {
     /// ended and whose close must be applied before `me` acts for `owner`.
     /// Each one returned is marked as ending, so its own task stops serving.
     pub fn ended_before(&self, owner: u32, me: u64) -> Vec<Arc<Lifeline>> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
         let map = self.map();
         let Some(v) = map.get(&owner) else {
             return Vec::new();
@@ -201,15 +213,16 @@ impl Lifelines {
             .collect()
     }
 
-    /// The ordering rule: every lifeline of `owner` other than connection
-    /// `me` that has ended has its close applied (see [`Lifelines::end`])
-    /// before this returns, so that `me` may act on the owner's locks.
-    pub async fn settle<F, Fut>(&self, owner: u32, me: u64, release: F)
+    /// Applies the closes of the `ended` lifelines (from
+    /// [`Lifelines::ended_before`]), one after the other. Together the two
+    /// are the ordering rule: the caller may act on the owner's locks once
+    /// this returns.
+    pub async fn end_all<F, Fut>(&self, ended: Vec<Arc<Lifeline>>, release: F)
     where
         F: Fn(u32) -> Fut,
         Fut: std::future::Future<Output = Result<usize, String>>,
     {
-        for l in self.ended_before(owner, me) {
+        for l in ended {
             self.end(&l, &release).await;
         }
     }
@@ -268,12 +281,12 @@ impl Lifelines {
 
     /// How many lifelines are recorded (tests and status).
     pub fn len(&self) -> usize {
-        self.map().values().map(Vec::len).sum()
+        self.count.load(Ordering::Acquire)
     }
 
     /// Whether none is recorded.
     pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
+        self.len() == 0
     }
 }
 
@@ -379,7 +392,8 @@ mod tests {
                             (Rc::clone(&reg), release.clone(), Rc::clone(&locks));
                         tasks.push(tokio::task::spawn_local(async move {
                             if settle {
-                                reg.settle(OWNER, 2, rel).await;
+                                let ended = reg.ended_before(OWNER, 2);
+                                reg.end_all(ended, rel).await;
                             }
                             locks.borrow_mut().push((OWNER, "b"));
                         }));

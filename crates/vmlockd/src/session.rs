@@ -269,9 +269,13 @@ async fn resource(
 ) -> Result<(), Failure> {
     flags_ok(a.flags, allowed, function)?;
     let owner = s.owner_pid()?;
-    sh.lifelines
-        .settle(owner, s.id, |pid| sh.release_owner(pid))
-        .await;
+    // The ordering rule of `crate::lifeline`. Rarely anything to do: the
+    // check is synchronous, and the close it may have to wait for is boxed
+    // so that it does not enlarge every request's future.
+    let ended = sh.lifelines.ended_before(owner, s.id);
+    if !ended.is_empty() {
+        Box::pin(sh.lifelines.end_all(ended, |pid| sh.release_owner(pid))).await;
+    }
     let engine = sh.engine.clone();
     if !engine.has_lockspace(&a.path) {
         return Err(WireError::new(
