@@ -288,10 +288,15 @@ if [ "$rc" -eq 0 ]; then
 fi
 
 # Name the missing piece: files the failing step looked for, and the
-# package that provides each on this machine.
+# package that provides each on this machine. (A grep that finds nothing
+# is no error here.)
+set +e +o pipefail
 step=$(cat "$run/upper/root/fresh-failed-step" 2>/dev/null || echo "setting up the root")
 log=$run/upper/root/fresh-step.log
 if [ -f "$log" ]; then
+  # Build scripts' panics show their messages with escaped newlines.
+  sed 's/\\n/\n/g' "$run/upper/root/fresh-step.log" >"$run/step.log"
+  log=$run/step.log
   {
     # protoc: "google/protobuf/descriptor.proto: File not found."
     grep -oE '[A-Za-z0-9_./+-]+\.proto: File not found' "$log" | sed 's/: File not found//'
