@@ -9,9 +9,11 @@
 #   openssl           the etcd TLS tests make their CA and certificates with it
 #   sanlock           the sanlock daemon (and its client library) for the sanlock driver's tests
 #   libvirt-sanlock   libvirt's own sanlock.so plugin, the sanlock driver's reference
-#   gcc               compiles the test-only rlimit shim the sanlock daemon runs with
+#   gcc               cc, the linker rustc uses; also compiles the test-only rlimit shim the sanlock daemon runs with
+#   libc6-dev         the C library's startup files and headers cc links and compiles with (only recommended by gcc)
+# scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -31,7 +31,9 @@
 //! When libvirt's virtlockd is among the flavors, it runs twice (two fresh
 //! instances) and those two transcripts are compared first: a difference
 //! there means the normalisation is incomplete, not that vmlockd is wrong.
-//! `LOCKD_UNDER_TEST=theirs` therefore checks the test itself.
+//! `LOCKD_UNDER_TEST=theirs` therefore checks the test itself. Every run is
+//! also compared with virtlockd's transcript pinned in `tests/transcripts/`,
+//! so a run of vmlockd alone is checked too.
 
 #[allow(dead_code)]
 mod common;
@@ -42,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Ctx, PID_A};
+use common::{Ctx, PID_A, context, first_difference};
 use vmlock_testkit::frames::{self, Xdr};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor};
 
@@ -320,7 +322,8 @@ impl AdminRun {
 }
 
 /// Runs `scenario` on a fresh daemon of every flavor (virtlockd twice, as
-/// a check of the normalisation) and requires identical transcripts.
+/// a check of the normalisation) and requires identical transcripts, the
+/// same as virtlockd's pinned one (`common::check_pinned`).
 fn admin_differential(scenario: impl Fn(&mut AdminRun)) {
     assert!(
         Path::new(VIRT_ADMIN).exists(),
@@ -335,6 +338,7 @@ fn admin_differential(scenario: impl Fn(&mut AdminRun)) {
         }
     }
     let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+    let mut flavors = Vec::new();
     for (f, label) in labels {
         let d = Daemon::start(DaemonSpec::new(f)).unwrap_or_else(|e| panic!("start {label}: {e}"));
         let mut run = AdminRun::new(d);
@@ -343,8 +347,15 @@ fn admin_differential(scenario: impl Fn(&mut AdminRun)) {
         // Captured by the test harness: shown on failure or with --nocapture.
         eprintln!("=== transcript of {label}:\n{}", numbered(&run.ctx.t));
         runs.push((label, run.ctx.t));
+        flavors.push(f);
     }
     compare_transcripts(&runs);
+    common::check_pinned(
+        flavors
+            .iter()
+            .zip(&runs)
+            .map(|(f, (label, t))| (*f, label.as_str(), t.as_slice())),
+    );
 }
 
 /// Panics on the first line where a transcript differs from the first
@@ -371,30 +382,6 @@ fn compare_transcripts(runs: &[(String, Vec<String>)]) {
             context(other, at),
         );
     }
-}
-
-/// The index of the first differing line (or where one transcript ends).
-fn first_difference(a: &[String], b: &[String]) -> Option<usize> {
-    let common = a.iter().zip(b).position(|(x, y)| x != y);
-    common.or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))
-}
-
-/// Lines around `at`, the one at `at` marked and quoted (so trailing
-/// spaces show).
-fn context(lines: &[String], at: usize) -> String {
-    let mut s = String::new();
-    let first = at.saturating_sub(6);
-    for (i, line) in lines.iter().enumerate().take(at + 4).skip(first) {
-        if i == at {
-            let _ = writeln!(s, ">{:4} {line:?}", i + 1);
-        } else {
-            let _ = writeln!(s, " {:4} {line}", i + 1);
-        }
-    }
-    if at >= lines.len() {
-        let _ = writeln!(s, ">{:4} (end of transcript)", at + 1);
-    }
-    s
 }
 
 fn numbered(lines: &[String]) -> String {

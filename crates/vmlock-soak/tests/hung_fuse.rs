@@ -187,11 +187,11 @@ fn a_hung_fuse_lockspace_stalls_only_its_own_clients() {
 /// shows the test above can fail, and pins the difference we claim.
 #[test]
 fn virtlockd_stalls_everyone_on_a_hung_fuse_lockspace() {
-    if !std::path::Path::new(vmlock_testkit::flavor::VIRTLOCKD).exists() {
-        eprintln!(
-            "note: {} missing, skipped",
-            vmlock_testkit::flavor::VIRTLOCKD
-        );
+    let virtlockd = vmlock_testkit::flavor::VIRTLOCKD;
+    if !vmlock_testkit::ci::require(
+        std::path::Path::new(virtlockd).exists(),
+        &format!("{virtlockd} is missing (apt-get install libvirt-daemon)"),
+    ) {
         return;
     }
     let s = setup(Flavor::Theirs);

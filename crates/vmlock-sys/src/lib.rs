@@ -6,7 +6,7 @@
 //! lock and *when*; this crate only knows *how*.
 //!
 //! Each `unsafe` block carries a `// SAFETY:` comment saying why the call is
-//! sound. `EINTR` is retried in exactly one place ([`cvt_retry`]).
+//! sound. `EINTR` is retried in exactly one place (`cvt_retry`).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

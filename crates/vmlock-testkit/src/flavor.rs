@@ -2,7 +2,7 @@
 //!
 //! `LOCKD_UNDER_TEST=theirs|ours|both` (default `both`) selects the flavors;
 //! with `both` a flavor whose binary is missing is left out with a note,
-//! unless `CI=true`, where every requested flavor must be present.
+//! unless under CI ([`crate::ci::in_ci`]), where every requested flavor must be present.
 
 use std::path::PathBuf;
 
@@ -18,10 +18,6 @@ pub enum Flavor {
 /// Path of libvirt's daemon.
 pub const VIRTLOCKD: &str = "/usr/sbin/virtlockd";
 
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
 impl Flavor {
     /// The flavors selected by `LOCKD_UNDER_TEST`, in the order
     /// theirs, ours. Panics with a clear message when a requested daemon is
@@ -34,7 +30,7 @@ impl Flavor {
             "both" | "" => vec![Flavor::Theirs, Flavor::Ours],
             other => panic!("LOCKD_UNDER_TEST={other:?}: expected theirs, ours or both"),
         };
-        let strict = sel != "both" && !sel.is_empty() || in_ci();
+        let strict = sel != "both" && !sel.is_empty() || crate::ci::in_ci();
         let mut out = Vec::new();
         for f in wanted {
             match f.binary_status() {

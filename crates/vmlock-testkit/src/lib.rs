@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ci;
 pub mod conn;
 pub mod corpus;
 pub mod daemon;

@@ -32,17 +32,10 @@ pub fn sanlock_available() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     let ok = daemon && vmlock_sys::sanlock::library().is_ok();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!(
-            "sanlock is not installed (apt-get install -y sanlock libvirt-sanlock); required when CI is set"
-        );
-    }
-    if !ok {
-        eprintln!(
-            "skipping: sanlock is not installed (apt-get install -y sanlock libvirt-sanlock)"
-        );
-    }
-    ok
+    crate::ci::require(
+        ok,
+        "sanlock is not installed (apt-get install -y sanlock libvirt-sanlock)",
+    )
 }
 
 /// The compiled shim (built once per process, kept until it exits).

@@ -49,13 +49,10 @@ fn outer() {
     if !sanlock_available() {
         return;
     }
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-    if !Path::new(SANLOCK_SO).exists() {
-        assert!(
-            !ci,
-            "CI is set but {SANLOCK_SO} is missing (libvirt-sanlock)"
-        );
-        eprintln!("skipping: {SANLOCK_SO} is missing (apt-get install -y libvirt-sanlock)");
+    if !vmlock_testkit::ci::require(
+        Path::new(SANLOCK_SO).exists(),
+        &format!("{SANLOCK_SO} is missing (apt-get install -y libvirt-sanlock)"),
+    ) {
         return;
     }
     let a = SanlockDaemon::start("hostA").expect("sanlock daemon A");

@@ -84,7 +84,7 @@ pub fn version_line(argv0: &str) -> String {
     format!("{argv0} (vmlock) {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Parses `args` (without argv[0]) the way getopt_long parses `df:p:t:vVh`.
+/// Parses `args` (without `argv[0]`) the way getopt_long parses `df:p:t:vVh`.
 pub fn parse(args: &[OsString]) -> Result<Action, CliError> {
     let mut cli = Cli::default();
     let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());

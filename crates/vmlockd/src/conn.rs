@@ -11,8 +11,8 @@
 //! One request at a time per connection (virtlockd's `nrequests_client_max = 1`):
 //! the next frame is not looked at until the reply has been written.
 //! Memory per connection grows with the bytes actually received, never with
-//! a claimed length. Receive buffers beyond [`RETAIN_MAX`] (only frames far
-//! larger than any lock request need them) draw on one daemon-wide budget,
+//! a claimed length. Receive buffers beyond `RETAIN_MAX` (256 KiB; only frames
+//! far larger than any lock request need them) draw on one daemon-wide budget,
 //! [`BIG_BUFFER_BUDGET`]; a connection that would exceed it is closed, so
 //! a crowd of clients each sending a 32 MiB frame cannot exhaust memory
 //! (and get the daemon, with every lock, OOM-killed).
@@ -47,7 +47,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// that ever sent one would pin that much memory for its whole life.
 const RETAIN_MAX: usize = 256 * 1024;
 
-/// Daemon-wide cap on receive-buffer capacity beyond [`RETAIN_MAX`] per
+/// Daemon-wide cap on receive-buffer capacity beyond `RETAIN_MAX` per
 /// connection: 128 MiB, room for a few frames of the largest size the
 /// protocol allows (a buffer may reach twice a frame's size as it grows).
 pub const BIG_BUFFER_BUDGET: usize = 128 * 1024 * 1024;

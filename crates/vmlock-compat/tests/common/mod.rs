@@ -1,11 +1,22 @@
 //! Shared helpers of the differential suite: run one scenario against every
 //! flavor, record a normalised transcript of every reply and observation,
-//! and require the transcripts to be identical.
+//! and require the transcripts to be identical, and identical to the one
+//! libvirt's virtlockd gave when the test was written.
 //!
 //! Normalisation: each daemon gets its own temp dir of the same length
 //! (`/tmp/vmlock-tXXXXXX`); that prefix is replaced by `/tmp/vmlock-t@@@@@@`
 //! in reply bytes, so byte lengths stay exact.
+//!
+//! Pinned transcripts: comparing the flavors with each other checks nothing
+//! when only one runs (`LOCKD_UNDER_TEST=ours`, or virtlockd missing outside
+//! CI). So every test's transcript is also compared with virtlockd's, kept
+//! in `tests/transcripts/<test file>/<test>.json` (a JSON array of lines,
+//! exact to the byte). `VMLOCK_PIN_TRANSCRIPTS=1` (with virtlockd among the
+//! flavors) writes virtlockd's transcript there instead of reading it: for
+//! a new test, or after a deliberate change of a scenario. A test without a
+//! pinned transcript fails.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -174,7 +185,8 @@ fn describe(norm: &[u8], r: &Reply, text: &str) -> String {
 }
 
 /// Runs `scenario` against every flavor (`LOCKD_UNDER_TEST`), each with a
-/// fresh daemon from `spec`, and asserts the transcripts are identical.
+/// fresh daemon from `spec`, and asserts the transcripts are identical, to
+/// each other and to virtlockd's pinned one.
 pub fn differential_with(spec: impl Fn(Flavor) -> DaemonSpec, scenario: impl Fn(&mut Ctx)) {
     let mut runs: Vec<(Flavor, Vec<String>)> = Vec::new();
     for f in Flavor::from_env() {
@@ -189,6 +201,7 @@ pub fn differential_with(spec: impl Fn(Flavor) -> DaemonSpec, scenario: impl Fn(
         runs.push((f, ctx.t));
     }
     compare(&runs);
+    check_pinned(runs.iter().map(|(f, t)| (*f, f.name(), t.as_slice())));
 }
 
 /// [`differential_with`] with default daemons.
@@ -234,4 +247,98 @@ pub fn hold_bin() -> PathBuf {
 /// Polls for up to `secs` seconds.
 pub fn within(secs: u64, cond: impl FnMut() -> bool) -> bool {
     vmlock_testkit::wait_until(Duration::from_secs(secs), cond)
+}
+
+/// The environment variable that pins transcripts instead of checking them.
+pub const PIN_VAR: &str = "VMLOCK_PIN_TRANSCRIPTS";
+
+/// Where virtlockd's transcript of the running test is pinned. The test is
+/// named by its thread (the test harness runs each test on a thread named
+/// after it).
+pub fn pinned_path() -> PathBuf {
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => name.replace("::", "__"),
+        _ => panic!(
+            "a differential scenario must run on its test's own thread (the \
+             thread's name names the pinned transcript)"
+        ),
+    };
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/transcripts")
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(format!("{test}.json"))
+}
+
+/// Checks each run's transcript (`label` names the run in messages) against
+/// the one virtlockd gave, pinned at [`pinned_path`]; with
+/// `VMLOCK_PIN_TRANSCRIPTS=1`, first pins the transcript of the first run
+/// of virtlockd.
+pub fn check_pinned<'a>(runs: impl IntoIterator<Item = (Flavor, &'a str, &'a [String])>) {
+    let runs: Vec<(Flavor, &str, &[String])> = runs.into_iter().collect();
+    let path = pinned_path();
+    if std::env::var_os(PIN_VAR).is_some_and(|v| v == "1") {
+        let Some((_, _, theirs)) = runs.iter().find(|(f, _, _)| *f == Flavor::Theirs) else {
+            panic!(
+                "{PIN_VAR}=1 pins virtlockd's transcript, but virtlockd did not run (LOCKD_UNDER_TEST)"
+            );
+        };
+        let mut text = serde_json::to_string_pretty(theirs).expect("transcript as JSON");
+        text.push('\n');
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        }
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        eprintln!("pinned virtlockd's transcript in {}", path.display());
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "no transcript of virtlockd pinned for this test ({}: {e}): run it once with \
+             {PIN_VAR}=1 and virtlockd installed, and check the file in",
+            path.display()
+        )
+    });
+    let pinned: Vec<String> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not a JSON array of lines: {e}", path.display()));
+    assert!(
+        !pinned.is_empty(),
+        "{}: an empty transcript checks nothing",
+        path.display()
+    );
+    for (_, label, t) in runs {
+        if let Some(at) = first_difference(&pinned, t) {
+            panic!(
+                "the transcript of {label} differs from virtlockd's pinned one ({}) at line {}:\n\
+                 --- virtlockd (pinned)\n{}--- {label}\n{}",
+                path.display(),
+                at + 1,
+                context(&pinned, at),
+                context(t, at),
+            );
+        }
+    }
+}
+
+/// The index of the first differing line (or where one transcript ends).
+pub fn first_difference(a: &[String], b: &[String]) -> Option<usize> {
+    let common = a.iter().zip(b).position(|(x, y)| x != y);
+    common.or_else(|| (a.len() != b.len()).then(|| a.len().min(b.len())))
+}
+
+/// Lines around `at`, the one at `at` marked and quoted (so trailing
+/// spaces show).
+pub fn context(lines: &[String], at: usize) -> String {
+    let mut s = String::new();
+    let first = at.saturating_sub(6);
+    for (i, line) in lines.iter().enumerate().take(at + 4).skip(first) {
+        if i == at {
+            let _ = writeln!(s, ">{:4} {line:?}", i + 1);
+        } else {
+            let _ = writeln!(s, " {:4} {line}", i + 1);
+        }
+    }
+    if at >= lines.len() {
+        let _ = writeln!(s, ">{:4} (end of transcript)", at + 1);
+    }
+    s
 }
