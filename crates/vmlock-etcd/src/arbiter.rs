@@ -21,6 +21,7 @@ use crate::keys::{self, Holder};
 use crate::record::Record;
 use crate::rpc::{call, is_permission_denied};
 use crate::state::{Inner, Shared};
+use crate::statelock::StateLock;
 use crate::{EtcdConfig, EtcdError, Fencer, lease};
 
 /// The etcd cluster arbiter: plug it into the engine as its
@@ -31,6 +32,8 @@ pub struct EtcdArbiter {
     rt: Mutex<Option<Runtime>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     adopted: Vec<AdoptedLock>,
+    /// Held until the arbiter is dropped: the record is ours alone.
+    _state_lock: StateLock,
 }
 
 impl EtcdArbiter {
@@ -40,10 +43,19 @@ impl EtcdArbiter {
     /// are fenced first (nobody can vouch for their lease any more).
     pub fn start(cfg: EtcdConfig, fence: Arc<dyn Fencer>) -> Result<Arc<EtcdArbiter>, EtcdError> {
         validate(&cfg)?;
+        // Before the record is read: it is ours alone from here on.
+        let state_lock = StateLock::take(&cfg.state_path, &cfg.host_id)?;
         let record = Record::load(&cfg.state_path).map_err(|source| EtcdError::Record {
             path: cfg.state_path.clone(),
             source,
         })?;
+        if !record.host_id.is_empty() && record.host_id != cfg.host_id {
+            return Err(EtcdError::ForeignRecord {
+                path: cfg.state_path.clone(),
+                recorded: record.host_id,
+                host_id: cfg.host_id,
+            });
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("vmlock-etcd")
@@ -65,7 +77,7 @@ impl EtcdArbiter {
         if !adoption.to_fence.is_empty() {
             fence.fence_pids(&adoption.to_fence);
         }
-        launch(cfg, rt, client, fence, adoption)
+        launch(cfg, rt, client, fence, adoption, state_lock)
     }
 
     /// The locks adopted from the previous run (the daemon re-creates its
@@ -182,9 +194,6 @@ fn prepare(
     client: Client,
     record: &Record,
 ) -> Result<(Client, Adoption), EtcdError> {
-    if !record.host_id.is_empty() && record.host_id != cfg.host_id {
-        tracing::warn!(recorded = %record.host_id, "etcd state file was written for another host_id");
-    }
     let mut adoption = adopt::reconcile(cfg, &client, rt.handle(), record)?;
     if adoption.lease.is_none() {
         let lc = client.lease_client();
@@ -207,6 +216,7 @@ fn launch(
     client: Client,
     fence: Arc<dyn Fencer>,
     adoption: Adoption,
+    state_lock: StateLock,
 ) -> Result<Arc<EtcdArbiter>, EtcdError> {
     let (lease, deadline, ttl) = adoption
         .lease
@@ -240,6 +250,7 @@ fn launch(
         rt: Mutex::new(Some(rt)),
         watchdog: Mutex::new(Some(watchdog)),
         adopted: adoption.adopted,
+        _state_lock: state_lock,
     }))
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cluster_support::{Holder, Host, TTL, acquire, release, setup, sleeper};
 use vmlock_testkit::etcd::{self, Proxy};
-use vmlock_testkit::{RawConn, reexec, tool_binary};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, reexec, tool_binary};
 
 /// Hosts A and B, a VM on A holding `disk1`, a client on B for a live owner.
 struct Scene {
@@ -437,4 +437,48 @@ fn mutual_tls_and_password_auth_through_the_daemon() {
         a.daemon.log_text()
     );
     let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+/// Two daemons given one etcd state file: the second refuses to start,
+/// naming the file and the daemon that holds it; a record written for
+/// another host_id is neither adopted nor overwritten.
+#[test]
+fn a_state_file_belongs_to_one_daemon() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let shared = dir.path().join("etcd-state.json");
+    let spec = |id: &str| {
+        let conf = cluster_support::config_state(&etcd.url(), id, &shared, "", TTL);
+        DaemonSpec::new(Flavor::Ours).config(&conf)
+    };
+    let mut a = Daemon::start(spec("A")).expect("start A");
+    let err = Daemon::start(spec("B"))
+        .expect_err("B must refuse the state file A holds")
+        .to_string();
+    let holder = format!(
+        "etcd state file {} is in use by vmlockd pid {}, host_id A",
+        shared.display(),
+        a.pid()
+    );
+    assert!(err.contains(&holder), "{err}");
+
+    // A crashes: its record stays behind, written for host A.
+    a.signal(libc::SIGKILL).expect("kill A");
+    a.wait_exit(Duration::from_secs(5)).expect("A exits");
+    let before = std::fs::read(&shared).expect("A's record");
+    let rec: serde_json::Value = serde_json::from_slice(&before).expect("json");
+    assert_eq!(rec["host_id"], "A");
+    let err = Daemon::start(spec("B"))
+        .expect_err("B must not adopt A's record")
+        .to_string();
+    assert!(err.contains("was written for host_id A, not B"), "{err}");
+    assert_eq!(
+        std::fs::read(&shared).expect("record"),
+        before,
+        "left untouched"
+    );
+    // Its own host takes it back.
+    let a = Daemon::start(spec("A")).expect("A again");
+    drop(a);
 }

@@ -30,13 +30,19 @@ pub fn config(url: &str, id: &str, state_dir: &Path, extra: &str) -> String {
 /// [`config`] with another lease TTL (seconds). `url` may list several
 /// endpoints, separated by commas.
 pub fn config_ttl(url: &str, id: &str, state_dir: &Path, extra: &str, ttl: u64) -> String {
+    let state = state_dir.join(format!("{id}.json"));
+    config_state(url, id, &state, extra, ttl)
+}
+
+/// [`config_ttl`] with the etcd state file given.
+pub fn config_state(url: &str, id: &str, state: &Path, extra: &str, ttl: u64) -> String {
     let urls: Vec<String> = url.split(',').map(|u| format!("\"{u}\"")).collect();
     format!(
         "lock_backend = \"etcd\"\netcd_endpoints = [ {} ]\netcd_prefix = \"/vmlockd-test\"\n\
          host_id = \"{id}\"\nlease_ttl = {ttl}\netcd_state_file = \"{}\"\n\
          holder_kill_grace_ms = 200\n{extra}",
         urls.join(", "),
-        state_dir.join(format!("{id}.json")).display()
+        state.display()
     )
 }
 
