@@ -91,6 +91,20 @@ impl EtcdArbiter {
         self.sh.lock().lease
     }
 
+    /// The fencing timeline of the current lease (`None` between a fence
+    /// and the next grant).
+    pub fn deadlines(&self) -> Option<crate::Deadlines> {
+        let g = self.sh.lock();
+        g.lease.map(|_| self.sh.cfg.deadlines(g.deadline))
+    }
+
+    /// Fences now, as if the lease deadline had passed: every holder is
+    /// stopped and its locks are given up (the daemon's answer to losing
+    /// its fence helper for good).
+    pub fn expire(&self) {
+        self.sh.lock().deadline = Instant::now();
+    }
+
     /// Records the VM name and UUID of an owner, shown to other hosts in
     /// the lock keys it acquires from now on.
     pub fn set_vm(&self, owner: u32, vm: &str, uuid: Option<&str>) {
@@ -233,9 +247,14 @@ fn launch(
         fence,
         inner: Mutex::new(inner),
         writer: Mutex::new(0),
+        guards: Mutex::new(()),
         stop: AtomicBool::new(false),
     });
     sh.persist_logged();
+    // The fence outside the daemon learns the adopted owners (and forgets
+    // any other an earlier daemon left it) before anything else happens.
+    sh.fence
+        .resync(&sh.owners(), lease.map(|_| sh.cfg.deadlines(deadline)));
     let watchdog = match spawn_watchdog(&sh) {
         Ok(w) => w,
         Err(e) => {
