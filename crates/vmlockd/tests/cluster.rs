@@ -18,7 +18,7 @@ mod cluster_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster_support::{Holder, Host, TTL, acquire, release, setup, sleeper};
+use cluster_support::{Holder, Host, TTL, acquire, helper_guarding, release, setup, sleeper};
 use vmlock_testkit::etcd::{self, Proxy};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, reexec, tool_binary};
 
@@ -272,6 +272,12 @@ fn restart_after_the_ttl_fences_running_holders() {
     };
     let mut a = Host::start(&etcd.url(), "A", dir.path(), "");
     let mut vm_a = Holder::start(&a, "disk1", false);
+    // The daemon and its fence helper both die (a helper alone would have
+    // fenced the holder within the TTL: see `frozen_daemon_is_fenced_by_its_helper`).
+    // (A is stopped first, or it would start another helper at once.)
+    let helper = helper_guarding(dir.path(), "A", 1);
+    a.daemon.signal(libc::SIGSTOP).expect("stop A");
+    vmlock_sys::process::kill(helper, libc::SIGKILL).expect("kill the helper");
     a.daemon.signal(libc::SIGKILL).expect("kill A");
     a.daemon.wait_exit(Duration::from_secs(5)).expect("A exits");
     std::thread::sleep(Duration::from_secs(TTL + 1));
