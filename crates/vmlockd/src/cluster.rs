@@ -413,7 +413,7 @@ impl DaemonFencer {
             if !self.pause {
                 return vmlock_sys::process::pidfd_wait(fd.as_fd(), left).unwrap_or(false);
             }
-            if is_stopped(pid)
+            if crate::fenced::is_stopped(pid)
                 || vmlock_sys::process::pidfd_wait(fd.as_fd(), Duration::ZERO).unwrap_or(false)
             {
                 return true;
@@ -424,16 +424,6 @@ impl DaemonFencer {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-fn is_stopped(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_some_and(|s| s == "T" || s == "t")
 }
 
 impl Fencer for DaemonFencer {
@@ -509,7 +499,7 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        assert!(!is_stopped(pid));
+        assert!(!crate::fenced::is_stopped(pid));
         let f = DaemonFencer {
             pause: true,
             owners: Mutex::new(HashMap::new()),
@@ -517,7 +507,10 @@ mod tests {
             link: None,
         };
         f.fence_pids(&[pid]);
-        assert!(is_stopped(pid), "SIGSTOP was delivered and waited for");
+        assert!(
+            crate::fenced::is_stopped(pid),
+            "SIGSTOP was delivered and waited for"
+        );
         let f = DaemonFencer { pause: false, ..f };
         f.fence_all(&[pid]);
         let st = child.wait().unwrap();

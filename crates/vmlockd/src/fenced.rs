@@ -50,6 +50,12 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// How often the watchdog is petted while the rule allows it.
 const PET_EVERY_NS: u64 = 100_000_000;
 
+/// A helper whose daemon never said hello exits after this long.
+const NO_DAEMON_NS: u64 = 30_000_000_000;
+
+/// How often exited processes are dropped from the set.
+const PRUNE_EVERY_NS: u64 = 1_000_000_000;
+
 /// Stack of the helper's threads: small, because `mlockall` pins it whole.
 const STACK: usize = 64 * 1024;
 
@@ -146,6 +152,9 @@ pub struct Core {
     dog: Option<(Box<dyn Watchdog>, u64)>,
     dog_state: WatchdogState,
     last_pet: u64,
+    last_prune: u64,
+    /// The first tick.
+    born: Option<u64>,
 }
 
 impl std::fmt::Debug for Core {
@@ -189,6 +198,8 @@ impl Core {
             dog: dog.map(|(d, s)| (d, u64::from(s) * 1_000_000_000)),
             dog_state,
             last_pet: 0,
+            last_prune: 0,
+            born: None,
         }
     }
 
@@ -231,10 +242,14 @@ impl Core {
     /// watchdog if the rule allows, say whether to exit.
     pub fn tick(&mut self, now: u64) -> Tick {
         let mut out = Tick::default();
-        // Forget processes that exited: nothing to stop there.
-        self.guarded.retain(|_, g| {
-            !vmlock_sys::process::pidfd_wait(g.pidfd.as_fd(), Duration::ZERO).unwrap_or(false)
-        });
+        // Forget processes that exited (nothing to stop there), about once
+        // a second: one poll per process.
+        if now.saturating_sub(self.last_prune) >= PRUNE_EVERY_NS {
+            self.last_prune = now;
+            self.guarded.retain(|_, g| {
+                !vmlock_sys::process::pidfd_wait(g.pidfd.as_fd(), Duration::ZERO).unwrap_or(false)
+            });
+        }
         let due = self.fence_at.is_none_or(|d| now >= d);
         if due && !self.guarded.is_empty() {
             out.fenced = self.fence();
@@ -257,7 +272,9 @@ impl Core {
                 }
             }
         }
-        out.exit = self.daemons == 0 && self.had_daemon && self.guarded.is_empty();
+        let born = *self.born.get_or_insert(now);
+        let orphaned = self.had_daemon || now.saturating_sub(born) >= NO_DAEMON_NS;
+        out.exit = self.daemons == 0 && orphaned && self.guarded.is_empty();
         out
     }
 
@@ -277,12 +294,22 @@ impl Core {
                 Err(e) => log(&format!("cannot fence pid {pid}: {e}")),
             }
         }
-        if !self.pause {
-            // Wait (briefly) until they are gone: a killed process can write
-            // until the kernel has torn it down.
-            for g in set.values() {
-                let _ =
-                    vmlock_sys::process::pidfd_wait(g.pidfd.as_fd(), Duration::from_millis(500));
+        // Wait (briefly, 0.5 s for all of them) until they are gone or
+        // stopped: a signalled process can write until the kernel has acted.
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        for (pid, g) in &set {
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if !self.pause {
+                    let _ = vmlock_sys::process::pidfd_wait(g.pidfd.as_fd(), left);
+                    break;
+                }
+                let gone = vmlock_sys::process::pidfd_wait(g.pidfd.as_fd(), Duration::ZERO)
+                    .unwrap_or(true);
+                if gone || is_stopped(*pid) || left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         self.fences += 1;
@@ -395,6 +422,17 @@ impl Core {
             _ => format!("err unknown request {line:?}"),
         }
     }
+}
+
+/// Whether `pid` is stopped (state T or t in `/proc/<pid>/stat`).
+pub fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "T" || s == "t")
 }
 
 /// `-` or a number of nanoseconds; `None` for bad input.
@@ -604,10 +642,34 @@ mod tests {
         }
     }
 
-    fn sleeper() -> (Child, u64) {
+    /// A child killed and reaped on drop (a failed test leaves none
+    /// behind, stopped or not).
+    struct Proc(Child);
+
+    impl std::ops::Deref for Proc {
+        type Target = Child;
+        fn deref(&self) -> &Child {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Proc {
+        fn deref_mut(&mut self) -> &mut Child {
+            &mut self.0
+        }
+    }
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn sleeper() -> (Proc, u64) {
         let c = Command::new("sleep").arg("30").spawn().unwrap();
         let s = vmlock_sys::process::start_time(c.id() as i32).unwrap();
-        (c, s)
+        (Proc(c), s)
     }
 
     const S: u64 = 1_000_000_000;
@@ -653,12 +715,9 @@ mod tests {
         let line = format!("sync 5 6 {}:{s}", c.id());
         assert_eq!(core.request(&line, &mut daemon), "ok 1");
         assert_eq!(core.tick(5).fenced, vec![c.id()]);
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap();
-        assert_eq!(
-            stat.rsplit_once(')').unwrap().1.split_whitespace().next(),
-            Some("T")
-        );
-        let _ = (c.kill(), c.wait());
+        // The fence waited for the stop.
+        assert!(is_stopped(c.id()), "stopped before tick returned");
+        assert!(c.try_wait().unwrap().is_none(), "stopped, not killed");
     }
 
     /// The petting rule: petted while nothing is guarded or `now + timeout`
@@ -708,6 +767,9 @@ mod tests {
     fn exits_only_after_a_daemon_left_with_nothing_guarded() {
         let mut core = Core::new(None);
         assert!(!core.tick(1).exit, "waits for its first daemon");
+        assert!(core.tick(NO_DAEMON_NS + 1).exit, "but not forever");
+        let mut core = Core::new(None);
+        assert!(!core.tick(1).exit);
         let mut d = false;
         core.request("hello 1", &mut d);
         assert!(!core.tick(2).exit);

@@ -248,16 +248,6 @@ impl FenceLink {
         }
     }
 
-    /// Tells an idle helper to exit (the daemon's orderly stop with nothing
-    /// guarded); the watchdog is closed with its magic character.
-    pub fn quit(&self) {
-        let mut g = self.lock();
-        if g.mirror.is_empty() && g.conn.is_some() {
-            let _ = self.send(&mut g, "quit");
-            g.conn = None;
-        }
-    }
-
     /// One request; `Err("helper: …")` when the helper refused it, any
     /// other `Err` when it could not be reached (the connection is dropped).
     fn send(&self, g: &mut Inner, line: &str) -> Result<String, String> {
@@ -284,14 +274,30 @@ impl FenceLink {
 
     /// Connects (starting a helper if none listens) and syncs the mirror.
     fn ensure(&self, g: &mut Inner) -> Result<(), String> {
-        let r = (|| {
-            if g.conn.is_none() {
-                g.conn = Some(self.connect_or_start()?);
-            }
-            self.sync(g)
-        })();
+        let mut r = self.try_ensure(g);
+        if r.is_err() {
+            // Once more, from a fresh helper (one that died mid-sync, say).
+            self.drop_helper(g);
+            r = self.try_ensure(g);
+        }
         g.last_error = r.as_ref().err().cloned();
         r
+    }
+
+    fn try_ensure(&self, g: &mut Inner) -> Result<(), String> {
+        if g.conn.is_none() {
+            g.conn = Some(self.connect_or_start()?);
+        }
+        self.sync(g)
+    }
+
+    /// SIGKILLs the connected helper (if any) and waits for it to go.
+    fn drop_helper(&self, g: &mut Inner) {
+        if let Some(c) = g.conn.take() {
+            let _ = vmlock_sys::process::pidfd_send_signal(c.pidfd.as_fd(), libc::SIGKILL);
+            let _ = vmlock_sys::process::pidfd_wait(c.pidfd.as_fd(), REPLY_TIMEOUT);
+            let _ = vmlock_sys::fence::pidfd_reap(c.pidfd.as_fd());
+        }
     }
 
     fn sync(&self, g: &mut Inner) -> Result<(), String> {
@@ -314,11 +320,7 @@ impl FenceLink {
 
     /// Kills the current helper (if any) and starts and syncs another.
     fn replace(&self, g: &mut Inner) -> Result<(), String> {
-        if let Some(c) = g.conn.take() {
-            let _ = vmlock_sys::process::pidfd_send_signal(c.pidfd.as_fd(), libc::SIGKILL);
-            let _ = vmlock_sys::process::pidfd_wait(c.pidfd.as_fd(), REPLY_TIMEOUT);
-            let _ = vmlock_sys::fence::pidfd_reap(c.pidfd.as_fd());
-        }
+        self.drop_helper(g);
         self.ensure(g)
     }
 
@@ -402,13 +404,21 @@ impl FenceLink {
         let job = move || {
             loop {
                 let Some(link) = weak.upgrade() else { return };
-                let fd = link.lock().conn.as_ref().map(|c| (c.pid, c.pidfd.clone()));
+                let mut g = link.lock();
+                let fd = g.conn.as_ref().map(|c| (c.pid, c.pidfd.clone()));
                 let Some((pid, fd)) = fd else {
-                    // Between helpers (a request is replacing it): look again soon.
-                    drop(link);
-                    std::thread::sleep(Duration::from_millis(50));
+                    // A request found the helper unreachable and could not
+                    // replace it: try again, and fence here if that fails.
+                    warn!("no fence helper connected; starting one");
+                    if let Err(e) = link.replace(&mut g) {
+                        drop(g);
+                        link.lost(&e);
+                        drop(link);
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                     continue;
                 };
+                drop(g);
                 drop(link);
                 let exited =
                     vmlock_sys::process::pidfd_wait(fd.as_fd(), Duration::from_millis(500))
@@ -425,7 +435,7 @@ impl FenceLink {
                 }
                 error!(pid, "fence helper exited; starting another");
                 g.conn = None;
-                if let Err(e) = link.ensure(&mut g) {
+                if let Err(e) = link.replace(&mut g) {
                     drop(g);
                     link.lost(&e);
                 }

@@ -679,5 +679,8 @@ fn a_watchdog_device_that_is_not_one_stops_the_start() {
         .expect_err("no start without the watchdog asked for")
         .to_string();
     assert!(err.contains("cannot start the fence helper"), "{err}");
-    assert!(err.contains("/dev/null"), "the helper names the device: {err}");
+    assert!(
+        err.contains("/dev/null"),
+        "the helper names the device: {err}"
+    );
 }
