@@ -64,6 +64,11 @@ pub struct DaemonConfig {
     /// vmlock (etcd backend): the durable record of this host's lease and
     /// locks, read back after a crash or restart (orphan adoption).
     pub etcd_state_file: Option<String>,
+    /// vmlock (etcd backend): a kernel watchdog device (e.g.
+    /// `/dev/watchdog`) the fence helper arms and pets only while the lease
+    /// is proven, so a host frozen as a whole is reset before the lease can
+    /// expire on the other hosts.
+    pub watchdog_device: Option<String>,
     /// vmlock (etcd backend): PEM CA bundle that signs etcd's server
     /// certificates; setting it (or a client certificate) turns TLS on.
     pub etcd_ca_file: Option<String>,
@@ -96,6 +101,7 @@ impl Default for DaemonConfig {
             lease_ttl: 10,
             on_lease_loss: "kill".to_owned(),
             etcd_state_file: None,
+            watchdog_device: None,
             etcd_ca_file: None,
             etcd_cert_file: None,
             etcd_key_file: None,
@@ -130,6 +136,7 @@ const KEYS: &[Key<DaemonConfig>] = &[
         c.on_lease_loss = v.to_owned()
     }),
     Key::abs_path("etcd_state_file", |c, v| c.etcd_state_file = Some(v)),
+    Key::abs_path("watchdog_device", |c, v| c.watchdog_device = Some(v)),
     Key::abs_path("etcd_ca_file", |c, v| c.etcd_ca_file = Some(v)),
     Key::abs_path("etcd_cert_file", |c, v| c.etcd_cert_file = Some(v)),
     Key::abs_path("etcd_key_file", |c, v| c.etcd_key_file = Some(v)),

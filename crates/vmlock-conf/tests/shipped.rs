@@ -47,6 +47,7 @@ fn values_shown_in_virtlockd_conf_are_the_defaults() {
     // Unset by default (the state file's default depends on the user).
     for opt in [
         &mut shown.etcd_state_file,
+        &mut shown.watchdog_device,
         &mut shown.etcd_ca_file,
         &mut shown.etcd_cert_file,
         &mut shown.etcd_key_file,

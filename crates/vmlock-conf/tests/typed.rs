@@ -62,6 +62,7 @@ host_id = "node-1"
 lease_ttl = 30
 on_lease_loss = "pause"
 etcd_state_file = "/var/lib/x/state.json"
+watchdog_device = "/dev/watchdog1"
 etcd_ca_file = "/etc/x/ca.pem"
 etcd_cert_file = "/etc/x/c.pem"
 etcd_key_file = "/etc/x/k.pem"
@@ -86,6 +87,7 @@ etcd_password_file = "/etc/x/pw"
         lease_ttl: 30,
         on_lease_loss: "pause".into(),
         etcd_state_file: Some("/var/lib/x/state.json".into()),
+        watchdog_device: Some("/dev/watchdog1".into()),
         etcd_ca_file: Some("/etc/x/ca.pem".into()),
         etcd_cert_file: Some("/etc/x/c.pem".into()),
         etcd_key_file: Some("/etc/x/k.pem".into()),
@@ -93,7 +95,7 @@ etcd_password_file = "/etc/x/pw"
         etcd_password_file: Some("/etc/x/pw".into()),
     };
     assert_eq!(d, expected);
-    assert_eq!(DaemonConfig::keys().count(), 20);
+    assert_eq!(DaemonConfig::keys().count(), 21);
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::keys::{self, Holder};
 use crate::record::Record;
 use crate::rpc::{call, is_permission_denied};
 use crate::state::{Inner, Shared};
+use crate::statelock::StateLock;
 use crate::{EtcdConfig, EtcdError, Fencer, lease};
 
 /// The etcd cluster arbiter: plug it into the engine as its
@@ -31,6 +32,8 @@ pub struct EtcdArbiter {
     rt: Mutex<Option<Runtime>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     adopted: Vec<AdoptedLock>,
+    /// Held until the arbiter is dropped: the record is ours alone.
+    _state_lock: StateLock,
 }
 
 impl EtcdArbiter {
@@ -40,10 +43,19 @@ impl EtcdArbiter {
     /// are fenced first (nobody can vouch for their lease any more).
     pub fn start(cfg: EtcdConfig, fence: Arc<dyn Fencer>) -> Result<Arc<EtcdArbiter>, EtcdError> {
         validate(&cfg)?;
+        // Before the record is read: it is ours alone from here on.
+        let state_lock = StateLock::take(&cfg.state_path, &cfg.host_id)?;
         let record = Record::load(&cfg.state_path).map_err(|source| EtcdError::Record {
             path: cfg.state_path.clone(),
             source,
         })?;
+        if !record.host_id.is_empty() && record.host_id != cfg.host_id {
+            return Err(EtcdError::ForeignRecord {
+                path: cfg.state_path.clone(),
+                recorded: record.host_id,
+                host_id: cfg.host_id,
+            });
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("vmlock-etcd")
@@ -65,7 +77,7 @@ impl EtcdArbiter {
         if !adoption.to_fence.is_empty() {
             fence.fence_pids(&adoption.to_fence);
         }
-        launch(cfg, rt, client, fence, adoption)
+        launch(cfg, rt, client, fence, adoption, state_lock)
     }
 
     /// The locks adopted from the previous run (the daemon re-creates its
@@ -77,6 +89,20 @@ impl EtcdArbiter {
     /// The lease in use; `None` between a fence and the next grant.
     pub fn lease_id(&self) -> Option<i64> {
         self.sh.lock().lease
+    }
+
+    /// The fencing timeline of the current lease (`None` between a fence
+    /// and the next grant).
+    pub fn deadlines(&self) -> Option<crate::Deadlines> {
+        let g = self.sh.lock();
+        g.lease.map(|_| self.sh.cfg.deadlines(g.deadline))
+    }
+
+    /// Fences now, as if the lease deadline had passed: every holder is
+    /// stopped and its locks are given up (the daemon's answer to losing
+    /// its fence helper for good).
+    pub fn expire(&self) {
+        self.sh.lock().deadline = Instant::now();
     }
 
     /// Records the VM name and UUID of an owner, shown to other hosts in
@@ -182,9 +208,6 @@ fn prepare(
     client: Client,
     record: &Record,
 ) -> Result<(Client, Adoption), EtcdError> {
-    if !record.host_id.is_empty() && record.host_id != cfg.host_id {
-        tracing::warn!(recorded = %record.host_id, "etcd state file was written for another host_id");
-    }
     let mut adoption = adopt::reconcile(cfg, &client, rt.handle(), record)?;
     if adoption.lease.is_none() {
         let lc = client.lease_client();
@@ -207,6 +230,7 @@ fn launch(
     client: Client,
     fence: Arc<dyn Fencer>,
     adoption: Adoption,
+    state_lock: StateLock,
 ) -> Result<Arc<EtcdArbiter>, EtcdError> {
     let (lease, deadline, ttl) = adoption
         .lease
@@ -223,9 +247,14 @@ fn launch(
         fence,
         inner: Mutex::new(inner),
         writer: Mutex::new(0),
+        guards: Mutex::new(()),
         stop: AtomicBool::new(false),
     });
     sh.persist_logged();
+    // The fence outside the daemon learns the adopted owners (and forgets
+    // any other an earlier daemon left it) before anything else happens.
+    sh.fence
+        .resync(&sh.owners(), lease.map(|_| sh.cfg.deadlines(deadline)));
     let watchdog = match spawn_watchdog(&sh) {
         Ok(w) => w,
         Err(e) => {
@@ -240,6 +269,7 @@ fn launch(
         rt: Mutex::new(Some(rt)),
         watchdog: Mutex::new(Some(watchdog)),
         adopted: adoption.adopted,
+        _state_lock: state_lock,
     }))
 }
 

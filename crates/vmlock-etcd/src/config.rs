@@ -157,6 +157,23 @@ impl EtcdConfig {
             .saturating_sub(self.margin())
     }
 
+    /// The fencing timeline for a self-fencing deadline `daemon`.
+    pub fn deadlines(&self, daemon: std::time::Instant) -> crate::Deadlines {
+        let m = self.margin();
+        crate::Deadlines {
+            daemon,
+            helper: daemon + m / 4,
+            watchdog: daemon + m / 2,
+        }
+    }
+
+    /// The kernel watchdog timeout (whole seconds, as drivers take it):
+    /// `max(1, ttl/2)`. Petting stops `timeout` before the watchdog
+    /// deadline; this leaves every steady-state renewal room to arrive.
+    pub fn watchdog_timeout_secs(&self) -> u32 {
+        u32::try_from((self.ttl_secs() / 2).max(1)).unwrap_or(u32::MAX)
+    }
+
     /// Interval between keepalives: a quarter of the TTL, at least 250 ms.
     pub fn keepalive_period(&self) -> Duration {
         (self.lease_ttl / 4).max(Duration::from_millis(250))
@@ -210,6 +227,35 @@ mod tests {
         assert_eq!(c.margin(), Duration::from_secs(1));
         assert_eq!(c.protected_for(3), Duration::from_secs(2));
         assert!(c.keepalive_period() < c.protected_for(3));
+    }
+
+    /// daemon < helper < watchdog < etcd expiry, and a steady renewal
+    /// always leaves the watchdog `timeout` of room (so it keeps being
+    /// petted), for the TTLs people use.
+    #[test]
+    fn fence_timeline_is_ordered() {
+        for ttl in [2u64, 3, 5, 6, 10, 30, 60] {
+            let mut c = EtcdConfig::new(vec![], "h");
+            c.lease_ttl = Duration::from_secs(ttl);
+            let send = std::time::Instant::now();
+            let d = c.deadlines(send + c.protected_for(c.ttl_secs()));
+            let expiry = send + c.lease_ttl;
+            assert!(d.daemon < d.helper && d.helper < d.watchdog, "ttl {ttl}");
+            assert!(expiry - d.watchdog >= c.margin() / 2, "ttl {ttl}");
+            assert!(
+                d.helper - d.daemon >= Duration::from_millis(250),
+                "ttl {ttl}"
+            );
+            // Just before the next renewal is sent the deadline is one
+            // period nearer; the watchdog must still be petted then.
+            let room = d.watchdog - send - c.keepalive_period();
+            let t = Duration::from_secs(u64::from(c.watchdog_timeout_secs()));
+            assert!(room >= t, "ttl {ttl}: room {room:?} < timeout {t:?}");
+        }
+        let mut c = EtcdConfig::new(vec![], "h");
+        assert_eq!(c.watchdog_timeout_secs(), 5);
+        c.lease_ttl = Duration::from_secs(3);
+        assert_eq!(c.watchdog_timeout_secs(), 1);
     }
 
     #[test]

@@ -21,6 +21,28 @@ pub enum EtcdError {
         #[source]
         source: std::io::Error,
     },
+    /// Another live daemon owns the durable record.
+    #[error(
+        "etcd state file {path} is in use by {holder}: every vmlockd needs an etcd_state_file of its own"
+    )]
+    StateBusy {
+        /// The record path.
+        path: PathBuf,
+        /// Who holds its lock, as its lock file says.
+        holder: String,
+    },
+    /// The durable record belongs to another host.
+    #[error(
+        "etcd state file {path} was written for host_id {recorded}, not {host_id}: it may name another host's running VMs, so it is neither adopted nor overwritten (give this daemon an etcd_state_file of its own, or remove the file if {recorded} no longer runs here)"
+    )]
+    ForeignRecord {
+        /// The record path.
+        path: PathBuf,
+        /// The host id in the record.
+        recorded: String,
+        /// Ours.
+        host_id: String,
+    },
     /// An etcd call failed.
     #[error("etcd {op} failed: {source}")]
     Etcd {

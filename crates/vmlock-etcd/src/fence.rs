@@ -4,7 +4,23 @@
 //! daemon decides *how* (SIGKILL or SIGSTOP through pidfds, per
 //! `on_lease_loss`) because only it knows the processes.
 
+use std::time::Instant;
+
 use lockspace::ResourceKey;
+
+/// The fencing timeline of one lease renewal (see `docs/cluster.md`):
+/// `daemon < helper < watchdog < etcd expiry`, each a fraction of the
+/// margin apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The arbiter's own watchdog thread fences at this instant
+    /// (`send + ttl − margin`).
+    pub daemon: Instant,
+    /// A fence helper outside the daemon fences here (`daemon + margin/4`).
+    pub helper: Instant,
+    /// A kernel watchdog must have fired by here (`daemon + margin/2`).
+    pub watchdog: Instant,
+}
 
 /// One lock this host no longer holds in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,4 +56,28 @@ pub trait Fencer: Send + Sync + std::fmt::Debug {
     /// At start, after a crash: these owners held locks under a lease that
     /// expired while nobody renewed it; they are running unprotected.
     fn fence_pids(&self, pids: &[u32]);
+
+    /// The set of owners to fence, and the deadlines, as of the end of
+    /// start-up (adoption): replaces whatever an earlier daemon left with a
+    /// fence outside the process. `deadlines` is `None` without a lease.
+    fn resync(&self, owners: &[u32], deadlines: Option<Deadlines>) {
+        let _ = (owners, deadlines);
+    }
+
+    /// `owner` holds (`held`) or no longer holds any cluster lock here.
+    /// Called with `true` before its first acquire reaches etcd (an error
+    /// refuses the acquire) and with `false` before its last key is deleted
+    /// in etcd, so a fence outside the daemon never misses a holder and
+    /// never stops a process whose locks were released.
+    fn guard(&self, owner: u32, held: bool) -> Result<(), String> {
+        let _ = (owner, held);
+        Ok(())
+    }
+
+    /// A lease renewal (or a new grant) succeeded: the new deadlines.
+    /// Called on a blocking thread; calls may overlap and arrive out of
+    /// order (keep the latest deadlines).
+    fn renewed(&self, deadlines: Deadlines) {
+        let _ = deadlines;
+    }
 }

@@ -62,6 +62,15 @@ impl ClusterArbiter for EtcdArbiter {
             }
             Reserved::Fresh(p, pre_delete) => (p, pre_delete),
         };
+        // The fence outside the daemon guards the owner before etcd can
+        // grant it anything.
+        if let Err(e) = self.sh.sync_guard(owner) {
+            self.unreserve(key, owner, None);
+            return Err(cluster(
+                key,
+                format!("the fence helper cannot guard pid {owner}: {e}"),
+            ));
+        }
         if let Err(e) = self.sh.persist() {
             self.unreserve(key, owner, None);
             return Err(cluster(
@@ -77,11 +86,18 @@ impl ClusterArbiter for EtcdArbiter {
     }
 
     fn release(&self, key: &ResourceKey, owner: u32, last: bool) {
-        let gone = self.forget(key, owner, last);
+        let (gone, owners) = self.forget(key, owner, last);
         if gone.is_empty() {
             return;
         }
         self.sh.persist_logged();
+        // Before etcd hears of the release: a fence outside the daemon must
+        // never stop a process whose locks another host may already hold.
+        for o in owners {
+            if let Err(e) = self.sh.sync_guard(o) {
+                tracing::warn!(pid = o, "fence helper: {e}");
+            }
+        }
         for k in gone {
             let failed = self.delete_key(&k).err();
             let mut g = self.sh.lock();
@@ -153,6 +169,9 @@ impl EtcdArbiter {
             g.seq += 1;
         }
         self.sh.persist_logged();
+        if let Err(e) = self.sh.sync_guard(owner) {
+            tracing::warn!(pid = owner, "fence helper: {e}");
+        }
     }
 
     /// Runs the acquire transaction and settles the pending entry.
@@ -219,15 +238,18 @@ impl EtcdArbiter {
     }
 
     /// Forgets one occurrence (all of this host's entries for `key` if
-    /// `last`) and returns the etcd keys to delete, marked as cleaning.
-    fn forget(&self, key: &ResourceKey, owner: u32, last: bool) -> Vec<String> {
+    /// `last`) and returns the etcd keys to delete, marked as cleaning,
+    /// and the owners whose entries went.
+    fn forget(&self, key: &ResourceKey, owner: u32, last: bool) -> (Vec<String>, Vec<u32>) {
         let mut g = self.sh.lock();
         let mut gone = Vec::new();
+        let mut owners = Vec::new();
         let k = (key.clone(), owner);
         if let Some(h) = g.locks.get_mut(&k).filter(|h| !h.pending) {
             h.count = h.count.saturating_sub(1);
             if h.count == 0 || last {
                 gone.extend(g.locks.remove(&k).map(|h| h.etcd_key));
+                owners.push(owner);
             }
         }
         if last {
@@ -238,12 +260,15 @@ impl EtcdArbiter {
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in others {
+                owners.push(k.1);
                 gone.extend(g.locks.remove(&k).map(|h| h.etcd_key));
             }
         }
         g.seq += 1;
         g.cleaning.extend(gone.iter().cloned());
-        gone
+        owners.sort_unstable();
+        owners.dedup();
+        (gone, owners)
     }
 
     fn delete_key(&self, etcd_key: &str) -> Result<(), crate::EtcdError> {

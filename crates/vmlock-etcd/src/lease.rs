@@ -39,11 +39,27 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 impl Shared {
     /// A keepalive sent at `sent` for lease `id` got `ttl` seconds.
     fn renewed(&self, id: i64, sent: Instant, ttl: i64) {
-        let mut g = self.lock();
-        if g.lease == Some(id) {
+        let moved = {
+            let mut g = self.lock();
             let until = sent + self.cfg.protected_for(ttl);
-            g.deadline = g.deadline.max(until);
+            if g.lease == Some(id) && until > g.deadline {
+                g.deadline = until;
+                Some(until)
+            } else {
+                None
+            }
+        };
+        if let Some(d) = moved {
+            self.tell_renewed(d);
         }
+    }
+
+    /// Passes a new deadline to the fence off the runtime's one worker
+    /// (the fence may do I/O).
+    pub(crate) fn tell_renewed(&self, deadline: Instant) {
+        let fence = self.fence.clone();
+        let d = self.cfg.deadlines(deadline);
+        self.handle.spawn_blocking(move || fence.renewed(d));
     }
 
     /// etcd says lease `id` is gone: fence at once.
@@ -70,6 +86,11 @@ impl Shared {
         );
         self.fence.fence_all(&pids);
         self.fence.locks_lost(&lost);
+        for pid in &pids {
+            if let Err(e) = self.sync_guard(*pid) {
+                tracing::warn!(pid, "fence helper: {e}");
+            }
+        }
         self.persist_logged();
     }
 }
@@ -111,13 +132,15 @@ async fn regrant(sh: &Shared) {
     });
     match timeout(sh.cfg.op_timeout, grant).await {
         Ok(Ok(r)) if r.ttl() > 0 => {
+            let deadline = sent + sh.cfg.protected_for(r.ttl());
             {
                 let mut g = sh.lock();
                 g.lease = Some(r.id());
                 g.granted_ttl = r.ttl();
-                g.deadline = sent + sh.cfg.protected_for(r.ttl());
+                g.deadline = deadline;
                 g.seq += 1;
             }
+            sh.tell_renewed(deadline);
             tracing::info!(lease = r.id(), "granted a new etcd lease; serving again");
             sh.persist_logged();
         }

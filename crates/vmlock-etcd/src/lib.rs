@@ -43,10 +43,12 @@ pub mod query;
 pub mod record;
 mod rpc;
 mod state;
+mod statelock;
 
 pub use adopt::AdoptedLock;
 pub use arbiter::EtcdArbiter;
 pub use config::{DEFAULT_STATE_PATH, EtcdConfig, TlsFiles};
 pub use error::EtcdError;
-pub use fence::{Fencer, LostLock};
+pub use fence::{Deadlines, Fencer, LostLock};
 pub use keys::Holder;
+pub use statelock::lock_path as state_lock_path;

@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub fence: Arc<dyn Fencer>,
     pub inner: Mutex<Inner>,
     pub writer: Mutex<u64>,
+    /// Orders [`Fencer::guard`] calls, each made from the bookkeeping as
+    /// it is at that moment, so the fence's view ends up as the truth.
+    pub guards: Mutex<()>,
     pub stop: AtomicBool,
 }
 
@@ -142,6 +145,21 @@ impl Shared {
 
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Tells the fence whether `owner` holds any lock (pending included).
+    pub fn sync_guard(&self, owner: u32) -> Result<(), String> {
+        let _order = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.lock().locks.keys().any(|(_, p)| *p == owner);
+        self.fence.guard(owner, held)
+    }
+
+    /// Every owner holding a lock, deduplicated.
+    pub fn owners(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.lock().locks.keys().map(|(_, p)| *p).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Writes the record if nothing newer was written meanwhile.

@@ -16,6 +16,7 @@ pub mod cred;
 pub mod dl;
 pub mod elfnote;
 pub mod fd;
+pub mod fence;
 pub mod limits;
 pub mod lock;
 pub mod mem;

@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 
 use lockspace::{AcquireFlags, ClusterArbiter, Engine, Error, ResourceKey};
 use tracing::{error, info, warn};
-use vmlock_etcd::{AdoptedLock, EtcdArbiter, EtcdConfig, Fencer, LostLock};
+use vmlock_etcd::{AdoptedLock, Deadlines, EtcdArbiter, EtcdConfig, Fencer, LostLock};
 use vmlock_proto::lock::Owner;
 
+use crate::fencelink::{FenceLink, FenceStatus, LinkConfig};
 use crate::session::ClusterHooks;
 
 /// How long a fence waits for the signalled holders to die (or stop).
@@ -49,6 +50,7 @@ pub struct Cluster {
     arbiter: Arc<EtcdArbiter>,
     gate: Arc<Gate>,
     fencer: Arc<DaemonFencer>,
+    link: Arc<FenceLink>,
 }
 
 /// Starts the arbiter: connects, adopts what the record allows, fences
@@ -60,10 +62,21 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<Clust
     if let Some(dir) = cfg.state_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let pause = conf.on_lease_loss == "pause";
+    let link = FenceLink::new(LinkConfig {
+        program: helper_program(),
+        socket: crate::fenced::socket_path(&cfg.state_path),
+        pause,
+        watchdog: conf
+            .watchdog_device
+            .as_ref()
+            .map(|d| (PathBuf::from(d), cfg.watchdog_timeout_secs())),
+    });
     let fencer = Arc::new(DaemonFencer {
-        pause: conf.on_lease_loss == "pause",
+        pause,
         owners: Mutex::new(HashMap::new()),
         engine: OnceLock::new(),
+        link: Some(link.clone()),
     });
     info!(
         host_id = %cfg.host_id,
@@ -74,6 +87,22 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<Clust
         "etcd back end: starting"
     );
     let arbiter = EtcdArbiter::start(cfg, fencer.clone()).map_err(|e| e.to_string())?;
+    // No fence outside the daemon: the holders it would guard are stopped
+    // here and now, and the daemon does not start (it would otherwise hold
+    // locks that a frozen daemon could not protect).
+    if let Err(e) = link.connected() {
+        let owners: Vec<u32> = arbiter.adopted().iter().map(|l| l.owner).collect();
+        fencer.fence_pids(&owners);
+        arbiter.shutdown(false);
+        return Err(format!("cannot start the fence helper: {e}"));
+    }
+    let _ = RUNNING_LINK.set(Arc::downgrade(&link));
+    let weak = Arc::downgrade(&arbiter);
+    link.set_on_lost(Box::new(move || {
+        if let Some(a) = weak.upgrade() {
+            a.expire();
+        }
+    }));
     info!(
         lease = ?arbiter.lease_id(),
         adopted = arbiter.adopted().len(),
@@ -87,10 +116,32 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<Clust
         arbiter,
         gate,
         fencer,
+        link,
     })
 }
 
+/// The running back end's fence link (one back end per daemon process).
+static RUNNING_LINK: OnceLock<Weak<FenceLink>> = OnceLock::new();
+
+/// The fence outside the daemon, for a status surface: `None` without the
+/// etcd back end. Asks the helper (one local round trip, at most 1 s).
+pub fn fence_status() -> Option<FenceStatus> {
+    RUNNING_LINK.get()?.upgrade().map(|l| l.status())
+}
+
+/// The fence helper: `vmlock-fenced` beside the daemon's own program.
+fn helper_program() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/sbin/vmlockd"));
+    exe.with_file_name("vmlock-fenced")
+}
+
 impl Cluster {
+    /// The fence outside the daemon: deadlines, guarded holders, watchdog
+    /// (asks the helper; a few microseconds, never blocks on etcd).
+    pub fn fence_status(&self) -> FenceStatus {
+        self.link.status()
+    }
+
     /// The engine's arbiter.
     pub fn arbiter(&self) -> Arc<dyn ClusterArbiter> {
         self.gate.clone()
@@ -273,6 +324,8 @@ struct DaemonFencer {
     /// Owner pid → a pidfd of that very process.
     owners: Mutex<HashMap<u32, Arc<OwnedFd>>>,
     engine: OnceLock<Weak<Engine>>,
+    /// The fence helper (`None` in unit tests).
+    link: Option<Arc<FenceLink>>,
 }
 
 impl DaemonFencer {
@@ -360,7 +413,7 @@ impl DaemonFencer {
             if !self.pause {
                 return vmlock_sys::process::pidfd_wait(fd.as_fd(), left).unwrap_or(false);
             }
-            if is_stopped(pid)
+            if crate::fenced::is_stopped(pid)
                 || vmlock_sys::process::pidfd_wait(fd.as_fd(), Duration::ZERO).unwrap_or(false)
             {
                 return true;
@@ -371,16 +424,6 @@ impl DaemonFencer {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-}
-
-fn is_stopped(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .is_some_and(|s| s == "T" || s == "t")
 }
 
 impl Fencer for DaemonFencer {
@@ -401,6 +444,22 @@ impl Fencer for DaemonFencer {
 
     fn fence_pids(&self, pids: &[u32]) {
         self.stop(pids, "etcd lease lapsed while no daemon renewed it");
+    }
+
+    fn resync(&self, owners: &[u32], deadlines: Option<Deadlines>) {
+        if let Some(l) = &self.link {
+            l.resync(owners, deadlines);
+        }
+    }
+
+    fn guard(&self, owner: u32, held: bool) -> Result<(), String> {
+        self.link.as_ref().map_or(Ok(()), |l| l.guard(owner, held))
+    }
+
+    fn renewed(&self, deadlines: Deadlines) {
+        if let Some(l) = &self.link {
+            l.renewed(deadlines);
+        }
     }
 }
 
@@ -440,14 +499,18 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = child.id();
-        assert!(!is_stopped(pid));
+        assert!(!crate::fenced::is_stopped(pid));
         let f = DaemonFencer {
             pause: true,
             owners: Mutex::new(HashMap::new()),
             engine: OnceLock::new(),
+            link: None,
         };
         f.fence_pids(&[pid]);
-        assert!(is_stopped(pid), "SIGSTOP was delivered and waited for");
+        assert!(
+            crate::fenced::is_stopped(pid),
+            "SIGSTOP was delivered and waited for"
+        );
         let f = DaemonFencer { pause: false, ..f };
         f.fence_all(&[pid]);
         let st = child.wait().unwrap();

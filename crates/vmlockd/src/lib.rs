@@ -16,6 +16,9 @@ pub mod cluster;
 pub mod conn;
 pub mod daemon;
 pub mod error;
+pub mod fenced;
+#[cfg(feature = "etcd")]
+pub mod fencelink;
 pub mod fsexec;
 mod fuzzing;
 pub mod holder;

@@ -18,9 +18,11 @@ mod cluster_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster_support::{Holder, Host, TTL, acquire, release, setup, sleeper};
+use cluster_support::{
+    Holder, Host, TTL, Takeover, acquire, helper_guarding, race_for, release, setup, sleeper,
+};
 use vmlock_testkit::etcd::{self, Proxy};
-use vmlock_testkit::{RawConn, reexec, tool_binary};
+use vmlock_testkit::{Daemon, DaemonSpec, Flavor, RawConn, reexec, tool_binary};
 
 /// Hosts A and B, a VM on A holding `disk1`, a client on B for a live owner.
 struct Scene {
@@ -272,6 +274,12 @@ fn restart_after_the_ttl_fences_running_holders() {
     };
     let mut a = Host::start(&etcd.url(), "A", dir.path(), "");
     let mut vm_a = Holder::start(&a, "disk1", false);
+    // The daemon and its fence helper both die (a helper alone would have
+    // fenced the holder within the TTL: see `frozen_daemon_is_fenced_by_its_helper`).
+    // (A is stopped first, or it would start another helper at once.)
+    let helper = helper_guarding(dir.path(), "A", 1);
+    a.daemon.signal(libc::SIGSTOP).expect("stop A");
+    vmlock_sys::process::kill(helper, libc::SIGKILL).expect("kill the helper");
     a.daemon.signal(libc::SIGKILL).expect("kill A");
     a.daemon.wait_exit(Duration::from_secs(5)).expect("A exits");
     std::thread::sleep(Duration::from_secs(TTL + 1));
@@ -437,4 +445,244 @@ fn mutual_tls_and_password_auth_through_the_daemon() {
         a.daemon.log_text()
     );
     let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+/// Two daemons given one etcd state file: the second refuses to start,
+/// naming the file and the daemon that holds it; a record written for
+/// another host_id is neither adopted nor overwritten.
+#[test]
+fn a_state_file_belongs_to_one_daemon() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let shared = dir.path().join("etcd-state.json");
+    let spec = |id: &str| {
+        let conf = cluster_support::config_state(&etcd.url(), id, &shared, "", TTL);
+        DaemonSpec::new(Flavor::Ours).config(&conf)
+    };
+    let mut a = Daemon::start(spec("A")).expect("start A");
+    let err = Daemon::start(spec("B"))
+        .expect_err("B must refuse the state file A holds")
+        .to_string();
+    let holder = format!(
+        "etcd state file {} is in use by vmlockd pid {}, host_id A",
+        shared.display(),
+        a.pid()
+    );
+    assert!(err.contains(&holder), "{err}");
+
+    // A crashes: its record stays behind, written for host A.
+    a.signal(libc::SIGKILL).expect("kill A");
+    a.wait_exit(Duration::from_secs(5)).expect("A exits");
+    let before = std::fs::read(&shared).expect("A's record");
+    let rec: serde_json::Value = serde_json::from_slice(&before).expect("json");
+    assert_eq!(rec["host_id"], "A");
+    let err = Daemon::start(spec("B"))
+        .expect_err("B must not adopt A's record")
+        .to_string();
+    assert!(err.contains("was written for host_id A, not B"), "{err}");
+    assert_eq!(
+        std::fs::read(&shared).expect("record"),
+        before,
+        "left untouched"
+    );
+    // Its own host takes it back.
+    let a = Daemon::start(spec("A")).expect("A again");
+    drop(a);
+}
+
+/// Asserts the helper's fence came strictly first and within the TTL of
+/// `t0`; returns (fence, grant) delays for the report.
+fn fenced_first(t: &Takeover, t0: Instant, what: &str) -> (Duration, Duration) {
+    assert_eq!(t.signal, Some(libc::SIGKILL), "{what}");
+    assert!(
+        t.died < t.granted_after,
+        "{what}: A's holder died {:?} after B's acquire was sent",
+        t.died - t.granted_after
+    );
+    let (fence, grant) = (t.died - t0, t.granted_after - t0);
+    assert!(
+        fence < Duration::from_secs(TTL),
+        "{what}: fenced after {fence:?}"
+    );
+    // The goal is TTL + 1 s (measured: 2.5 to 3.4 s); a loaded CI box gets
+    // the partition test's slack.
+    assert!(
+        grant <= Duration::from_secs(TTL + 2),
+        "{what}: failover {grant:?}"
+    );
+    eprintln!(
+        "{what}: holder killed after {fence:?}, B's successful acquire sent after {grant:?} (margin {:?})",
+        t.granted_after - t.died
+    );
+    (fence, grant)
+}
+
+/// vmlockd A frozen (SIGSTOP) while its VM holds a disk: A's fence helper
+/// kills the VM strictly before B is granted the disk, within the TTL.
+#[test]
+fn frozen_daemon_is_fenced_by_its_helper() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    helper_guarding(dir.path(), "A", 1);
+    assert!(acquire(&mut cb, "disk1", false).is_err());
+    let t0 = Instant::now();
+    a.daemon.signal(libc::SIGSTOP).expect("SIGSTOP A");
+    let t = race_for(&mut vm_a, &mut cb, "disk1", Duration::from_secs(TTL + 3));
+    fenced_first(&t, t0, "daemon frozen");
+    // The helper did it (the daemon is stopped), once.
+    let st = cluster_support::helper_status(dir.path(), "A").expect("helper");
+    assert_eq!(st.get("fences").map(String::as_str), Some("1"), "{st:?}");
+    a.daemon.signal(libc::SIGCONT).expect("SIGCONT A");
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+/// The helper SIGKILLed: the daemon starts another at once and syncs it;
+/// that one fences when the daemon then freezes.
+#[test]
+fn killed_helper_is_replaced_and_the_replacement_fences() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    let first = helper_guarding(dir.path(), "A", 1);
+    let k = Instant::now();
+    vmlock_sys::process::kill(first, libc::SIGKILL).expect("kill helper");
+    let second = etcd::poll(Duration::from_secs(5), || {
+        let st = cluster_support::helper_status(dir.path(), "A")?;
+        let pid: i32 = st.get("pid")?.parse().ok()?;
+        (pid != first && st.get("guarded").map(String::as_str) == Some("1")).then_some(pid)
+    })
+    .unwrap_or_else(|| panic!("no new helper: {}", a.daemon.log_text()));
+    eprintln!(
+        "helper {first} killed; {second} guarding after {:?}",
+        k.elapsed()
+    );
+    assert!(a.daemon.log_text().contains("fence helper exited"));
+    assert!(vm_a.alive(), "replacing the helper fences nobody");
+    assert!(acquire(&mut cb, "disk1", false).is_err());
+    let t0 = Instant::now();
+    a.daemon.signal(libc::SIGSTOP).expect("SIGSTOP A");
+    let t = race_for(&mut vm_a, &mut cb, "disk1", Duration::from_secs(TTL + 3));
+    fenced_first(&t, t0, "helper replaced, daemon frozen");
+    a.daemon.signal(libc::SIGCONT).expect("SIGCONT A");
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+/// vmlockd A frozen in the middle of a re-exec (SIGUSR1, then SIGSTOP as
+/// soon as the new image exists): the helper, which kept its set and
+/// deadline across the exec, fences first.
+#[test]
+fn daemon_frozen_during_a_reexec_is_fenced_by_its_helper() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    let helper = helper_guarding(dir.path(), "A", 1);
+    let pid = a.daemon.pid();
+    let before = reexec::image_id(pid).expect("image");
+    let t0 = Instant::now();
+    a.daemon.signal(libc::SIGUSR1).expect("SIGUSR1");
+    let mut spins = 0u64;
+    while reexec::image_id(pid).ok() == Some(before.clone())
+        && t0.elapsed() < Duration::from_secs(5)
+    {
+        spins += 1;
+    }
+    a.daemon.signal(libc::SIGSTOP).expect("SIGSTOP A");
+    let stopped = t0.elapsed();
+    assert_ne!(
+        reexec::image_id(pid).ok(),
+        Some(before),
+        "re-exec never happened"
+    );
+    eprintln!("re-exec: new image seen and stopped {stopped:?} after SIGUSR1 ({spins} polls)");
+    let t = race_for(&mut vm_a, &mut cb, "disk1", Duration::from_secs(TTL + 3));
+    fenced_first(&t, t0, "daemon frozen during re-exec");
+    // The helper that fenced is the one from before the exec.
+    let st = cluster_support::helper_status(dir.path(), "A");
+    if let Some(st) = st {
+        assert_eq!(st.get("pid"), Some(&helper.to_string()));
+    }
+    a.daemon.signal(libc::SIGCONT).expect("SIGCONT A");
+    let _ = (sleep_b.kill(), sleep_b.wait());
+}
+
+/// A process whose locks were released is not fenced when the deadline
+/// passes (only the VM still holding a disk is), and a re-exec'd daemon
+/// resyncs the helper to exactly the holders it adopted.
+#[test]
+fn a_released_holder_is_never_fenced() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        mut vm_a,
+        mut sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    let mut other = sleeper();
+    let mut ca = a.client(other.id());
+    acquire(&mut ca, "disk2", false).expect("disk2 on A");
+    helper_guarding(dir.path(), "A", 2);
+    release(&mut ca, "disk2");
+    helper_guarding(dir.path(), "A", 1);
+    let t0 = Instant::now();
+    a.daemon.signal(libc::SIGSTOP).expect("SIGSTOP A");
+    let t = race_for(&mut vm_a, &mut cb, "disk1", Duration::from_secs(TTL + 3));
+    fenced_first(&t, t0, "released holder beside a fenced one");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        other.try_wait().expect("try_wait").is_none(),
+        "the process whose lock was released was fenced"
+    );
+    a.daemon.signal(libc::SIGCONT).expect("SIGCONT A");
+    drop(ca);
+    let _ = (other.kill(), other.wait(), sleep_b.kill(), sleep_b.wait());
+}
+
+/// A `watchdog_device` that is no watchdog (here `/dev/null`, whose ioctls
+/// fail): the helper refuses it, and the daemon does not start without its
+/// fence. (No test arms a real watchdog: it would reset the machine.)
+#[test]
+fn a_watchdog_device_that_is_not_one_stops_the_start() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let conf = cluster_support::config(
+        &etcd.url(),
+        "A",
+        dir.path(),
+        "watchdog_device = \"/dev/null\"\n",
+    );
+    let err = Daemon::start(DaemonSpec::new(Flavor::Ours).config(&conf))
+        .expect_err("no start without the watchdog asked for")
+        .to_string();
+    assert!(err.contains("cannot start the fence helper"), "{err}");
+    assert!(
+        err.contains("/dev/null"),
+        "the helper names the device: {err}"
+    );
 }

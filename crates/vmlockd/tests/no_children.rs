@@ -5,7 +5,10 @@
 //! engine's sources (up to their test modules) for ways to start one. (The
 //! re-exec's memory releaser, `vmlock_sys::mem::ExecReleaser`, is a process
 //! but runs no program and holds no descriptor: it leaves the daemon's
-//! descriptor table before the daemon goes on.)
+//! descriptor table before the daemon goes on.) The one other program is
+//! the fence helper (`vmlock-fenced`, etcd back end), started from
+//! `fencelink.rs` through `vmlock_sys::fence::spawn_clean`, which marks
+//! every inherited descriptor close-on-exec in the child before its `exec`.
 
 use std::path::Path;
 
@@ -49,8 +52,20 @@ fn the_daemon_starts_no_other_program() {
     sources(&root.join("../lockspace/src"), &mut files);
     assert!(files.len() > 20, "sources found: {files:?}");
     let mut execs = 0;
+    let mut helper_spawns = 0;
     for f in &files {
         let code = production_code(f);
+        if f.ends_with("fencelink.rs") {
+            assert_eq!(code.matches("Command::new").count(), 1, "one helper start");
+            assert_eq!(
+                code.matches("spawn_clean(").count(),
+                1,
+                "through spawn_clean"
+            );
+            assert!(!code.contains(".spawn()"), "no plain spawn");
+            helper_spawns += 1;
+            continue;
+        }
         for pat in FORBIDDEN {
             let n = code.matches(pat).count();
             // The one exec: reexec.rs hands over to the next image.
@@ -61,6 +76,7 @@ fn the_daemon_starts_no_other_program() {
             assert_eq!(n, 0, "{} uses {pat}", f.display());
         }
     }
+    assert_eq!(helper_spawns, 1, "fencelink.rs was scanned");
     assert_eq!(
         execs, 2,
         "reexec.rs: exec_file and exec_no_shell, once each"

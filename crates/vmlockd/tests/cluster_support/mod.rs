@@ -30,13 +30,19 @@ pub fn config(url: &str, id: &str, state_dir: &Path, extra: &str) -> String {
 /// [`config`] with another lease TTL (seconds). `url` may list several
 /// endpoints, separated by commas.
 pub fn config_ttl(url: &str, id: &str, state_dir: &Path, extra: &str, ttl: u64) -> String {
+    let state = state_dir.join(format!("{id}.json"));
+    config_state(url, id, &state, extra, ttl)
+}
+
+/// [`config_ttl`] with the etcd state file given.
+pub fn config_state(url: &str, id: &str, state: &Path, extra: &str, ttl: u64) -> String {
     let urls: Vec<String> = url.split(',').map(|u| format!("\"{u}\"")).collect();
     format!(
         "lock_backend = \"etcd\"\netcd_endpoints = [ {} ]\netcd_prefix = \"/vmlockd-test\"\n\
          host_id = \"{id}\"\nlease_ttl = {ttl}\netcd_state_file = \"{}\"\n\
          holder_kill_grace_ms = 200\n{extra}",
         urls.join(", "),
-        state_dir.join(format!("{id}.json")).display()
+        state.display()
     )
 }
 
@@ -143,4 +149,84 @@ pub fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Etcd, tempfile::Te
 /// A live process to stand for a fake owner (fencing signals real pids).
 pub fn sleeper() -> Child {
     Command::new("sleep").arg("60").spawn().expect("sleep")
+}
+
+/// The fence helper's `status` for host `id` (its socket sits beside the
+/// host's etcd state file): `key=value` pairs, or `None` when none answers.
+pub fn helper_status(
+    state_dir: &Path,
+    id: &str,
+) -> Option<std::collections::HashMap<String, String>> {
+    use std::io::{BufRead, BufReader, Write};
+    let sock = state_dir.join(format!("{id}.json.fence.sock"));
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    writeln!(s, "status").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    let rest = line.trim().strip_prefix("ok ")?;
+    Some(
+        rest.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// Waits until host `id`'s helper guards `n` processes; returns its pid.
+pub fn helper_guarding(state_dir: &Path, id: &str, n: usize) -> i32 {
+    let want = n.to_string();
+    let pid = etcd::poll(Duration::from_secs(5), || {
+        let st = helper_status(state_dir, id)?;
+        (st.get("guarded") == Some(&want)).then(|| st.get("pid")?.parse().ok())?
+    });
+    pid.unwrap_or_else(|| {
+        panic!(
+            "no helper of {id} guarding {n}: {:?}",
+            helper_status(state_dir, id)
+        )
+    })
+}
+
+/// How a takeover went: when the holder on A was seen dead, when B's
+/// successful acquire was *sent* (the grant happened after that), and how
+/// the holder died.
+#[derive(Debug)]
+pub struct Takeover {
+    pub died: Instant,
+    pub granted_after: Instant,
+    pub signal: Option<i32>,
+}
+
+/// Polls B for `disk` (every 5 ms) while watching A's holder, until B gets
+/// it or `limit` passes.
+pub fn race_for(vm_a: &mut Holder, cb: &mut RawConn, disk: &str, limit: Duration) -> Takeover {
+    use std::os::unix::process::ExitStatusExt;
+    let until = Instant::now() + limit;
+    let mut died = None;
+    let mut signal = None;
+    while Instant::now() < until {
+        if died.is_none()
+            && let Some(st) = vm_a.0.child.try_wait().expect("try_wait")
+        {
+            died = Some(Instant::now());
+            signal = st.signal();
+        }
+        let sent = Instant::now();
+        if acquire(cb, disk, false).is_ok() {
+            if died.is_none()
+                && let Some(st) = vm_a.0.child.try_wait().expect("try_wait")
+            {
+                died = Some(Instant::now());
+                signal = st.signal();
+            }
+            return Takeover {
+                died: died.unwrap_or_else(|| panic!("B granted {disk} while A's holder runs")),
+                granted_after: sent,
+                signal,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("B never got {disk} (holder dead: {})", died.is_some());
 }
