@@ -10,8 +10,12 @@
 #   sanlock           the sanlock daemon (and its client library) for the sanlock driver's tests
 #   libvirt-sanlock   libvirt's own sanlock.so plugin, the sanlock driver's reference
 #   gcc               compiles the test-only rlimit shim the sanlock daemon runs with
+#   dpkg-dev          dpkg-buildpackage, which scripts/build-deb.sh builds the vmlock package with
+#   debhelper         the package's debian/rules (dh, dpkg-shlibdeps for Depends, dpkg-divert scripts)
+#   go-md2man         renders docs/man/*.md to the package's roff man pages
+#   lintian           checks the package (scripts/build-deb.sh fails on its errors and warnings)
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc dpkg-dev debhelper go-md2man lintian)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
