@@ -20,11 +20,12 @@ mod reexec_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use reexec_common::World;
 use vmlock_testkit::hold::RegisteredHolder;
 use vmlock_testkit::reexec::{exe, kernel_holder};
-use vmlock_testkit::{DaemonSpec, Flavor};
+use vmlock_testkit::{DaemonSpec, Flavor, frames};
 
 /// Set in the copy of this binary that runs inside the throw-away root.
 const INNER: &str = "VMLOCK_DEB_ROOT";
@@ -42,6 +43,9 @@ mount --rbind /dev "$r/root/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$r/root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/root/tmp"
 exec chroot "$r/root" "$@""#;
+
+/// The owner pid of a client that only asks (never connects, never killed).
+const PID_BUSY: u32 = 4_194_098;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -291,7 +295,7 @@ fn install_takes_over_virtlockd_and_removal_gives_it_back() {
 
 /// Installed with no daemon running; a vmlockd started afterwards through
 /// libvirt's path is upgraded to the next package version live, then given
-/// back to libvirt's virtlockd on removal.
+/// back to libvirt's virtlockd on removal while a client is mid-request.
 #[test]
 #[ignore = "needs VMLOCK_DEB (scripts/build-deb.sh); scripts/test.sh runs it with --ignored"]
 fn install_without_a_daemon_then_upgrade_and_remove_live() {
@@ -320,8 +324,35 @@ fn install_without_a_daemon_then_upgrade_and_remove_live() {
             assert_eq!(w.d.pid(), pid);
             w.assert_all_held();
 
-            let out = dpkg_ok(&["-r", "vmlock"]);
+            // A client keeps asking for vm1's disk (refused each time,
+            // which changes no lock) while the removal re-execs the daemon.
+            let mut c = reexec_common::owner(&w.d, PID_BUSY, "busy");
+            let vm1 = w.p("vm1.img");
+            let stop = AtomicBool::new(false);
+            let (out, (mut c, replies)) = std::thread::scope(|s| {
+                let asker = s.spawn(|| {
+                    let mut n = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = reexec_common::call(&mut c, &frames::acquire(100 + n, "", &vm1, 0));
+                        assert_eq!(r.0, 87, "request {n} during the removal: {}", r.1);
+                        n += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                    }
+                    (c, n)
+                });
+                let out = dpkg_ok(&["-r", "vmlock"]);
+                stop.store(true, Ordering::Relaxed);
+                (out, asker.join().expect("the asking client"))
+            });
             assert!(out.contains("(libvirt's virtlockd) with all its"), "{out}");
+            assert!(replies > 0);
+            eprintln!("{replies} requests answered during the removal");
+            let r = reexec_common::call(&mut c, &frames::acquire(99, "", &vm1, 0));
+            assert_eq!(
+                r.0, 87,
+                "the same connection, answered by virtlockd: {}",
+                r.1
+            );
             assert_runs(&mut w, "/usr/sbin/virtlockd");
             w.assert_all_held();
             assert_death_releases(&w, h, "h.img");
