@@ -36,6 +36,6 @@ rm -f "$deb" "$out"/vmlock_"${version}"_"${arch}".{buildinfo,changes}
 (cd "$stage" && CARGO_TARGET_DIR=$repo/target dpkg-buildpackage -b --no-sign >&2)
 rm -rf "$stage"
 [ -f "$deb" ] || { echo "build-deb: $deb was not built" >&2; exit 1; }
-lintian --fail-on error,warning --suppress-tags bad-distribution-in-changes-file \
+lintian --fail-on error,warning \
     "$out/vmlock_${version}_${arch}.changes" >&2
 echo "$deb"
