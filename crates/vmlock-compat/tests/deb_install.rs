@@ -398,6 +398,36 @@ fn failed_handover_leaves_virtlockd_serving_and_the_package_unconfigured() {
     );
 }
 
+/// Without libvirt's virtlockd to hand back to, a removal stops before
+/// anything changes: vmlockd serves on and the package stays installed.
+#[test]
+#[ignore = "needs VMLOCK_DEB (scripts/build-deb.sh); scripts/test.sh runs it with --ignored"]
+fn removal_without_libvirts_daemon_stops_and_vmlockd_serves_on() {
+    in_throwaway_root(
+        "removal_without_libvirts_daemon_stops_and_vmlockd_serves_on",
+        |deb| {
+            // As on a host without libvirt-daemon.
+            std::fs::remove_file("/usr/sbin/virtlockd").expect("rm virtlockd");
+            dpkg_ok(&["-i", deb.to_str().expect("utf-8")]);
+            assert!(!Path::new("/usr/sbin/virtlockd.libvirt").exists());
+            let mut w = world();
+            let pid = w.d.pid();
+            assert_runs(&mut w, "/usr/sbin/vmlockd");
+            let o = run("dpkg", &["-r", "vmlock"]);
+            assert!(!o.status.success(), "the removal must stop");
+            let out = text(&o);
+            assert!(out.contains("is not libvirt's virtlockd"), "{out}");
+            assert!(out.contains("NOT handed back"), "{out}");
+            assert!(status().contains("install ok installed"), "{}", status());
+            assert_eq!(symlink_target(), Path::new("vmlockd"));
+            assert_eq!(w.d.pid(), pid);
+            assert_runs(&mut w, "/usr/sbin/vmlockd");
+            w.assert_all_held();
+            w.assert_release_paths();
+        },
+    );
+}
+
 /// `deb` with its version raised by `+1`.
 fn next_version(deb: &Path) -> PathBuf {
     let dir = Path::new("/tmp/vmlock-next");
