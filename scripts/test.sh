@@ -10,3 +10,7 @@ scripts/install-deps.sh
 # as separate processes: build every binary first.
 cargo build --workspace --all-features --bins --locked
 cargo test --workspace --all-features --locked "$@"
+# The Debian package, built once, installed, upgraded and removed in
+# throw-away roots while a daemon serves locks (deb_install.rs).
+deb=$(scripts/build-deb.sh | tail -n 1)
+VMLOCK_DEB=$deb cargo test -p vmlock-compat --all-features --locked --test deb_install -- --ignored

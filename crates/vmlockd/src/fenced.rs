@@ -541,8 +541,26 @@ fn harden() {
 }
 
 /// The helper program; returns its exit code.
+/// What `--help` prints.
+pub const USAGE: &str = "\
+usage: vmlock-fenced --socket PATH [--watchdog DEVICE --watchdog-timeout SECS]
+
+The fence that outlives vmlockd: started by vmlockd (etcd back end), it stops
+this host's cluster lock holders when the daemon's lease deadline passes.
+Not meant to be run by hand; see vmlock-fenced(8).
+
+  --socket PATH             where vmlockd connects (<etcd_state_file>.fence.sock)
+  --watchdog DEVICE         a watchdog device to pet while the lease is proven
+  --watchdog-timeout SECS   the timeout to set on it (with --watchdog)
+  --help                    this text
+";
+
 pub fn main_entry() -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return 0;
+    }
     let args = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {

@@ -139,13 +139,23 @@ impl World {
 
     /// Like [`World::start`] with a spec (its binary is replaced by the link).
     pub fn start_with(flavor: Flavor, spec: DaemonSpec) -> World {
-        let bin_dir = tempfile::Builder::new()
-            .prefix("vmlock-bin")
-            .tempdir_in("/tmp")
-            .expect("bin dir");
-        let link = Symlink::create(&bin_dir.path().join("virtlockd"), &flavor.default_binary())
-            .expect("symlink");
+        let (bin_dir, link) = flavor_link(flavor);
         let d = Daemon::start(spec.binary(link.path())).expect("daemon starts");
+        World::around(bin_dir, link, d)
+    }
+
+    /// Like [`World::start_with`], but the daemon runs as the spec's own
+    /// binary, which is its `argv[0]` (`link` then only names the flavor's
+    /// binary): for the package tests, where `/usr/sbin/virtlockd` itself
+    /// changes.
+    pub fn start_unlinked(flavor: Flavor, spec: DaemonSpec) -> World {
+        let (bin_dir, link) = flavor_link(flavor);
+        let d = Daemon::start(spec).expect("daemon starts");
+        World::around(bin_dir, link, d)
+    }
+
+    /// Takes every kind of lock in `d`.
+    fn around(bin_dir: tempfile::TempDir, link: Symlink, d: Daemon) -> World {
         for f in [
             "vm1.img",
             "shared.img",
@@ -329,6 +339,17 @@ impl World {
         );
         self.d.assert_alive();
     }
+}
+
+/// A temp dir with a `virtlockd` symlink to the flavor's binary.
+fn flavor_link(flavor: Flavor) -> (tempfile::TempDir, Symlink) {
+    let bin_dir = tempfile::Builder::new()
+        .prefix("vmlock-bin")
+        .tempdir_in("/tmp")
+        .expect("bin dir");
+    let link = Symlink::create(&bin_dir.path().join("virtlockd"), &flavor.default_binary())
+        .expect("symlink");
+    (bin_dir, link)
 }
 
 fn session1(d: &Daemon) -> (PluginSession, u32) {
