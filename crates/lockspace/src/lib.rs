@@ -16,9 +16,14 @@
 //!   ([`EngineOptions::lock_kind`]); inherited ones from a C virtlockd are
 //!   classic POSIX locks and are kept as they are. Nothing ever waits: a
 //!   conflict is [`Error::Busy`] at once.
-//! * Aliases (`/a/b`, `/a//b`, a symlink) are one resource: the path is
-//!   `stat`ed before it is opened and a held file is **never opened a second
-//!   time** (closing a second descriptor would drop a classic POSIX lock).
+//! * Aliases (`/a/b`, `/a//b`, a symlink) are one resource, keyed by
+//!   (device, inode). While every lock held is an OFD lock, an acquire opens
+//!   the file first and identifies it with `fstat`; a descriptor opened on a
+//!   file found held is closed again, which is harmless (an OFD lock belongs
+//!   to the descriptor that took it). While any classic POSIX lock is held
+//!   (`lock_kind = "posix"`, or locks inherited from virtlockd) the path is
+//!   `stat`ed first and a held file is **never opened a second time**
+//!   (closing a second descriptor would drop the classic lock).
 //!   Exclusive against anything is busy; shared joins shared.
 //! * Owners are pids. Shared acquires by the same pid append it again;
 //!   [`Engine::release`] removes one occurrence, [`Engine::release_owner`]

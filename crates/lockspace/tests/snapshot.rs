@@ -109,7 +109,7 @@ fn round_trip_through_json_into_a_second_engine() {
 }
 
 /// The lockspace part of a state file as Debian's virtlockd 9.0 writes it
-/// (shape of shared/spec/virtlockd-9.0-restart-state.json).
+/// (shape of crates/vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json).
 const LIBVIRT_STATE: &str = r#"{
   "defaultLockspace": { "resources": [
       { "name": "/d/direct-disk", "path": "/d/direct-disk", "fd": 18,
