@@ -55,6 +55,7 @@ admin_max_clients = 0
 unix_sock_dir = "/tmp/socks"
 lock_kind = "posix"
 holder_kill_grace_ms = 250
+refusal_names_holder = 0
 lock_backend = "etcd"
 etcd_endpoints = [ "http://a:2379", "http://b:2379", ]
 etcd_prefix = "/locks"
@@ -79,6 +80,7 @@ etcd_password_file = "/etc/x/pw"
         unix_sock_dir: Some("/tmp/socks".into()),
         lock_kind: LockKindSetting::Posix,
         holder_kill_grace_ms: 250,
+        refusal_names_holder: false,
         lock_backend: "etcd".into(),
         etcd_endpoints: vec!["http://a:2379".into(), "http://b:2379".into()],
         etcd_prefix: "/locks".into(),
@@ -93,7 +95,7 @@ etcd_password_file = "/etc/x/pw"
         etcd_password_file: Some("/etc/x/pw".into()),
     };
     assert_eq!(d, expected);
-    assert_eq!(DaemonConfig::keys().count(), 20);
+    assert_eq!(DaemonConfig::keys().count(), 21);
 }
 
 #[test]

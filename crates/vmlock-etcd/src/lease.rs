@@ -43,6 +43,9 @@ impl Shared {
         if g.lease == Some(id) {
             let until = sent + self.cfg.protected_for(ttl);
             g.deadline = g.deadline.max(until);
+            let now = Instant::now();
+            g.last_rtt = Some(now.saturating_duration_since(sent));
+            g.last_renewal = Some(now);
         }
     }
 
@@ -61,6 +64,7 @@ impl Shared {
             let mut g = self.lock();
             let Some(old) = g.lease.take() else { return };
             g.stale_leases.insert(old);
+            g.fences += 1;
             g.take_all()
         };
         tracing::error!(

@@ -45,7 +45,7 @@ mod rpc;
 mod state;
 
 pub use adopt::AdoptedLock;
-pub use arbiter::EtcdArbiter;
+pub use arbiter::{EtcdArbiter, EtcdStatus};
 pub use config::{DEFAULT_STATE_PATH, EtcdConfig, TlsFiles};
 pub use error::EtcdError;
 pub use fence::{Fencer, LostLock};

@@ -500,6 +500,7 @@ async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) 
         Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
         Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
         Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload).await,
+        Route::Inquiry(p) => Reply::Frame(crate::inquiry::call(ctx, s, &h, p, msg.payload).await),
     };
     Some(reply)
 }

@@ -19,8 +19,10 @@ pub mod error;
 pub mod fsexec;
 mod fuzzing;
 pub mod holder;
+pub mod inquiry;
 pub mod logging;
 pub mod lslist;
+pub mod owners;
 pub mod paths;
 pub mod pidfile;
 pub mod ratelimit;
@@ -149,6 +151,7 @@ pub fn load_config(
 }
 
 fn run(cli: cli::Cli) -> Result<(), Fatal> {
+    let _ = inquiry::IMAGE_START.set(std::time::Instant::now());
     let env = paths::Env::from_process();
     // Before anything opens a descriptor: adopt what a previous image handed over.
     let state_file = env.paths(None, None).state_file;
@@ -311,7 +314,10 @@ fn start(
         c.attach(&engine);
         c.hooks()
     });
+    let reexec_locks = (!cold_start).then(|| engine.counts().0);
     let shared = Arc::new(session::Shared {
+        owners: owners::Owners::new(conf.refusal_names_holder),
+        stats: inquiry::Stats::new(conf.lock_kind.as_str()),
         engine,
         // With a cluster back end every acquire is a network round trip:
         // keep all of them off the event loop.
@@ -319,6 +325,9 @@ fn start(
         cluster: hooks,
         lockspaces: Some(lockspaces),
     });
+    if let Some(n) = reexec_locks {
+        shared.stats.set_reexec(n);
+    }
     let grace = Duration::from_millis(u64::from(conf.holder_kill_grace_ms));
     let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients, grace);
     ctx.main

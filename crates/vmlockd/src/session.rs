@@ -90,6 +90,10 @@ pub struct Shared {
     pub cluster: Option<Arc<dyn ClusterHooks>>,
     /// Where new named lockspaces are remembered across a restart.
     pub lockspaces: Option<crate::lslist::LockspaceList>,
+    /// What each owner registered as (inquiry, refusals naming the holder).
+    pub owners: crate::owners::Owners,
+    /// Counters and facts for the inquiry program's STATUS.
+    pub stats: crate::inquiry::Stats,
 }
 
 impl Shared {
@@ -108,6 +112,11 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// accept, when the peer registered itself; the back end keeps a way
     /// to signal the owner (fencing) that can never hit a recycled pid.
     fn registered(&self, owner: &Owner, peer_pid: i32, peer_pidfd: Option<&OwnedFd>);
+
+    /// The back end's state for the inquiry program's STATUS.
+    fn status(&self) -> Option<crate::inquiry::ClusterStatus> {
+        None
+    }
 }
 
 fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
@@ -202,6 +211,8 @@ fn register(sh: &Shared, s: &mut Session, a: RegisterArgs) -> Result<(), Failure
         let own = i32::try_from(a.owner.pid).is_ok_and(|p| p == s.peer_pid);
         c.registered(&a.owner, s.peer_pid, s.pidfd.as_ref().filter(|_| own));
     }
+    let engine = &sh.engine;
+    sh.owners.register(&a.owner, || engine.owners());
     s.owner = Some(a.owner);
     Ok(())
 }
@@ -267,5 +278,17 @@ async fn resource(
             Op::Release => engine.release_owned(a.path, a.name, owner),
         })
         .await;
-    r.map_err(|e| error::engine(&e).into())
+    r.map_err(|e| match e {
+        lockspace::Error::Busy {
+            holder: Some(pid), ..
+        } => {
+            sh.stats.refused();
+            error::engine_naming(&e, &sh.owners.refusal_suffix(pid)).into()
+        }
+        lockspace::Error::Busy { .. } | lockspace::Error::ClusterBusy { .. } => {
+            sh.stats.refused();
+            error::engine(&e).into()
+        }
+        e => error::engine(&e).into(),
+    })
 }

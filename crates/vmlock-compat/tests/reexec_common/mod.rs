@@ -145,7 +145,7 @@ impl World {
             .expect("bin dir");
         let link = Symlink::create(&bin_dir.path().join("virtlockd"), &flavor.default_binary())
             .expect("symlink");
-        let d = Daemon::start(spec.binary(link.path())).expect("daemon starts");
+        let d = Daemon::start(spec.binary(link.path()).virtlockd_texts()).expect("daemon starts");
         for f in [
             "vm1.img",
             "shared.img",
