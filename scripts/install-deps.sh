@@ -10,8 +10,10 @@
 #   sanlock           the sanlock daemon (and its client library) for the sanlock driver's tests
 #   libvirt-sanlock   libvirt's own sanlock.so plugin, the sanlock driver's reference
 #   gcc               compiles the test-only rlimit shim the sanlock daemon runs with
+#   prometheus        promtool, which checks vmlockd's metrics output in vmlockd/tests/metrics.rs
+#                     (the package's server is not started by the tests; ~96 MB installed)
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -551,7 +551,16 @@ async fn lock_call(
             ));
         }
     };
-    match session::dispatch(&ctx.shared, s, call).await {
+    let t0 = ctx
+        .shared
+        .stats
+        .requests()
+        .map(|_| std::time::Instant::now());
+    let r = session::dispatch(&ctx.shared, s, call).await;
+    if let (Some(m), Some(t0)) = (ctx.shared.stats.requests(), t0) {
+        m.observe(p, r.is_ok(), t0.elapsed());
+    }
+    match r {
         Ok(()) => Reply::Ok(route::reply_ok_frame(h)),
         Err(e) => {
             debug!(

@@ -81,12 +81,16 @@ pub struct Stats {
     refusals: AtomicU64,
     forced_releases: AtomicU64,
     forced_terminations: AtomicU64,
+    holder_terminations: AtomicU64,
     reexec: OnceLock<Reexec>,
+    /// Request counters and latency, when metrics are on.
+    requests: Option<crate::metrics::Requests>,
 }
 
 impl Stats {
-    /// Counters at zero; `lock_kind` as configured.
-    pub fn new(lock_kind: &'static str) -> Stats {
+    /// Counters at zero; `lock_kind` as configured; request metrics
+    /// kept only if `metrics` (they cost the request path a little).
+    pub fn new(lock_kind: &'static str, metrics: bool) -> Stats {
         Stats {
             started: epoch_secs(),
             started_at: Instant::now(),
@@ -94,13 +98,25 @@ impl Stats {
             refusals: AtomicU64::new(0),
             forced_releases: AtomicU64::new(0),
             forced_terminations: AtomicU64::new(0),
+            holder_terminations: AtomicU64::new(0),
             reexec: OnceLock::new(),
+            requests: metrics.then(crate::metrics::Requests::default),
         }
     }
 
     /// An acquire was refused because the resource is held.
     pub fn refused(&self) {
         self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A holder is being terminated because its lock connection closed.
+    pub fn holder_terminated(&self) {
+        self.holder_terminations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Request metrics, if on.
+    pub fn requests(&self) -> Option<&crate::metrics::Requests> {
+        self.requests.as_ref()
     }
 
     /// Acquires refused because the resource was held.
@@ -223,7 +239,7 @@ fn fd_limit() -> Option<u64> {
 }
 
 /// STATUS: see `docs/inquiry.md` for each field.
-fn status(ctx: &Ctx) -> Vec<TypedParam> {
+pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
     use TypedValue::{Boolean, LLong, String as Str, UInt, ULLong};
     let sh = &ctx.shared;
     let st = &sh.stats;
@@ -264,6 +280,10 @@ fn status(ctx: &Ctx) -> Vec<TypedParam> {
         param(
             "forced_terminations",
             ULLong(st.forced_terminations.load(Ordering::Relaxed)),
+        ),
+        param(
+            "holder_terminations",
+            ULLong(st.holder_terminations.load(Ordering::Relaxed)),
         ),
         param(
             "fds_used",

@@ -22,6 +22,7 @@ pub mod holder;
 pub mod inquiry;
 pub mod logging;
 pub mod lslist;
+pub mod metrics;
 pub mod owners;
 pub mod paths;
 pub mod pidfile;
@@ -317,7 +318,7 @@ fn start(
     let reexec_locks = (!cold_start).then(|| engine.counts().0);
     let shared = Arc::new(session::Shared {
         owners: owners::Owners::new(conf.refusal_names_holder),
-        stats: inquiry::Stats::new(conf.lock_kind.as_str()),
+        stats: inquiry::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
         engine,
         // With a cluster back end every acquire is a network round trip:
         // keep all of them off the event loop.
@@ -344,9 +345,21 @@ fn start(
             st.max_unauth_clients.fetch_min(n, Relaxed);
         }
     }
+    let ctx = Arc::new(ctx);
+    if let Some(text) = &conf.metrics_listen {
+        let listen = metrics::Listen::parse(text).map_err(|e| fatal(exit::INIT, e))?;
+        let bound = metrics::bind(&listen).map_err(|e| {
+            fatal(
+                exit::INIT,
+                format!("cannot listen for metrics on {text}: {e}"),
+            )
+        })?;
+        info!("metrics at {text}");
+        runtime.spawn(metrics::serve(ctx.clone(), bound));
+    }
     Ok(Started {
         runtime,
-        ctx: Arc::new(ctx),
+        ctx,
         listeners,
         conns,
         signals,

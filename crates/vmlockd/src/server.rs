@@ -215,6 +215,7 @@ impl Ctx {
 
     /// Starts the termination of a holder process in the background.
     pub fn spawn_termination(&self, pid: u32, pidfd: OwnedFd) {
+        self.shared.stats.holder_terminated();
         let grace = self.kill_grace;
         let job = async move {
             match crate::holder::terminate(pidfd, grace).await {
