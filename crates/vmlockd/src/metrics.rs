@@ -25,7 +25,26 @@ use vmlock_proto::lock::Procedure;
 
 use crate::server::Ctx;
 
-/// Upper bounds of the latency buckets, in seconds.
+/// Upper bounds of the latency buckets, in nanoseconds (compared as
+/// integers on the request path).
+const BOUNDS_NS: [u64; 14] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// The same bounds in seconds, as exported.
 pub const BOUNDS: [f64; 14] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.1, 0.25, 1.0,
@@ -48,15 +67,15 @@ impl Requests {
         if let Some(c) = self.counts.get(i).and_then(|c| c.get(r)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let secs = took.as_secs_f64();
-        let b = BOUNDS
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Most requests fall in the first buckets: a short integer scan.
+        let b = BOUNDS_NS
             .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(BOUNDS.len());
+            .position(|&b| ns <= b)
+            .unwrap_or(BOUNDS_NS.len());
         if let Some(c) = self.buckets.get(b) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
     }
 }
@@ -408,6 +427,13 @@ mod tests {
         );
         assert!(Listen::parse("localhost").is_err());
         assert!(Listen::parse("run/m.sock").is_err());
+    }
+
+    #[test]
+    fn bounds_agree() {
+        for (ns, s) in BOUNDS_NS.iter().zip(BOUNDS) {
+            assert!((*ns as f64 / 1e9 - s).abs() < 1e-12, "{ns} {s}");
+        }
     }
 
     #[test]
