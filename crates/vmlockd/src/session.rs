@@ -278,17 +278,18 @@ async fn resource(
             Op::Release => engine.release_owned(a.path, a.name, owner),
         })
         .await;
-    r.map_err(|e| match e {
-        lockspace::Error::Busy {
-            holder: Some(pid), ..
-        } => {
+    r.map_err(|e| match (op, &e) {
+        // An acquire refused because another owner holds the resource:
+        // counted, and the holder named (refusal_names_holder).
+        (Op::Acquire, lockspace::Error::Busy { holder, .. }) => {
             sh.stats.refused();
-            error::engine_naming(&e, &sh.owners.refusal_suffix(pid)).into()
+            let suffix = holder.map(|pid| sh.owners.refusal_suffix(pid));
+            error::engine_naming(&e, suffix.as_deref().unwrap_or("")).into()
         }
-        lockspace::Error::Busy { .. } | lockspace::Error::ClusterBusy { .. } => {
+        (Op::Acquire, lockspace::Error::ClusterBusy { .. }) => {
             sh.stats.refused();
             error::engine(&e).into()
         }
-        e => error::engine(&e).into(),
+        _ => error::engine(&e).into(),
     })
 }

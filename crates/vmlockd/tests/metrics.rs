@@ -142,6 +142,9 @@ fn metrics_on_a_unix_socket_and_off_by_default() {
     )
     .expect("vmlockd");
     let sock = d.run_dir().join("vmlockd-metrics.sock");
+    // Bound after the lock socket that Daemon::start waits for.
+    let bound = vmlock_testkit::wait_until(std::time::Duration::from_secs(5), || sock.exists());
+    assert!(bound, "no metrics socket; log:\n{}", d.log_text());
     let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("metrics socket");
     let resp = get(&mut s, "/metrics");
     promtool_check(body(&resp));
