@@ -66,6 +66,33 @@ write("decode_args", "seed_typed_params", b"\x09" + struct.pack(">I", len(params
 write("decode_args", "seed_typed_params_bad_tag", b"\x09" + struct.pack(">I", 1) + xstr("x") + struct.pack(">i", 8))
 
 
+# vmlock's inquiry program (0x766d6c6b): calls as [200 + proc] + payload, replies as
+# [210 + proc] + payload, and two whole call frames for decode_frame.
+INQ = 0x766D6C6B
+uuid = bytes(range(16))
+calls = {
+    1: struct.pack(">I", 0),
+    2: struct.pack(">I", 1) + xstr("") + struct.pack(">I", 1) + xstr("/d/a.img")
+       + struct.pack(">I", 1) + xstr("web1") + struct.pack(">I", 1) + uuid
+       + struct.pack(">III", 1, 4242, 0),
+    3: xstr("/var/lib/libvirt/lockd/files") + xstr("abc") + struct.pack(">II", 0, 1),
+}
+for proc_, payload in calls.items():
+    write("decode_args", f"seed_inquiry_call_{proc_}", bytes([200 + proc_]) + payload)
+    hdr = struct.pack(">IIiiIi", INQ, 1, proc_, 0, 1, 0)
+    write("decode_frame", f"seed_inquiry_call_{proc_}", struct.pack(">I", 4 + len(hdr) + len(payload)) + hdr + payload)
+row = (xstr("") + xstr("/d/a.img") + xstr("/d/a.img") + struct.pack(">II", 0, 1) + xstr("web1")
+       + uuid + struct.pack(">IIq", 3, 4242, 1700000000) + xstr("hv3"))
+rets = {
+    1: struct.pack(">I", 2) + xstr("pid") + struct.pack(">iq", 3, 77)
+       + xstr("lock_kind") + struct.pack(">i", 7) + xstr("ofd"),
+    2: struct.pack(">I", 1) + row + struct.pack(">I", 1),
+    3: struct.pack(">II", 1, 0),
+}
+for proc_, payload in rets.items():
+    write("decode_args", f"seed_inquiry_ret_{proc_}", bytes([210 + proc_]) + payload)
+
+
 # ---- parse_config ----------------------------------------------------------------------
 
 def uncomment(text):

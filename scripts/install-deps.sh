@@ -15,9 +15,11 @@
 #   debhelper         the package's debian/rules (dh, dpkg-shlibdeps for Depends, dpkg-divert scripts)
 #   go-md2man         renders docs/man/*.md to the package's roff man pages
 #   lintian           checks the package (scripts/build-deb.sh fails on its errors and warnings)
+#   prometheus        promtool, which checks vmlockd's metrics output in vmlockd/tests/metrics.rs
+#                     (the package's server is not started by the tests; ~96 MB installed)
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev debhelper go-md2man lintian)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev debhelper go-md2man lintian prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -384,7 +384,7 @@ impl Engine {
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
         if !fsops::lock_file(&file, &path, self.kind, flags.shared)? {
-            return Err(crate::state::busy(&key.1));
+            return Err(crate::state::busy(&key.1, None));
         }
         if flags.autocreate && fsops::stat_ident(&path).ok() != Some(ident) {
             // Another host unlinked or replaced it after our open.
@@ -400,7 +400,11 @@ impl Engine {
             autocreate: flags.autocreate,
             lock_held: true,
             kind: self.kind,
-            owners: smallvec::smallvec![Owner { pid: owner, via: 0 }],
+            owners: smallvec::smallvec![Owner {
+                pid: owner,
+                via: 0,
+                since: crate::state::now_secs(),
+            }],
         };
         self.arbitrate_and_commit(guard, res, owner)
     }
@@ -520,6 +524,14 @@ impl Engine {
             resources: st.resources.len(),
             owners: st.owner_pids().len(),
         }
+    }
+
+    /// Every held resource (for the daemon's inquiry program), in no
+    /// particular order. Walks the whole table under its lock: for
+    /// operators, not the request path.
+    pub fn held(&self) -> Vec<ResourceInfo> {
+        let st = self.state();
+        st.resources.values().map(crate::snapshot::info).collect()
     }
 
     /// What is held under `(lockspace, name)` (any alias works).

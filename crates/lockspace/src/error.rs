@@ -78,6 +78,10 @@ pub enum Error {
     Busy {
         /// The resource name as the client sent it.
         name: String,
+        /// The first owner pid of the resource held here that conflicts,
+        /// if the conflict is with one (not with an acquire in flight or a
+        /// lock taken outside this engine).
+        holder: Option<u32>,
     },
     /// `Lockspace resource '<name>' is not locked`.
     #[error("Lockspace resource '{}' is not locked", printable(name))]

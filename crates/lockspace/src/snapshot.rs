@@ -284,6 +284,7 @@ pub(crate) fn info(res: &Resource) -> ResourceInfo {
         lock_held: res.lock_held,
         lock_kind: res.kind,
         owners: res.owners.iter().map(|o| o.pid).collect(),
+        since: res.owners.iter().map(|o| o.since).collect(),
         aliases: res.names.iter().skip(1).map(|k| (**k).clone()).collect(),
     }
 }
@@ -575,7 +576,14 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
             autocreate: flags.autocreate && matches,
             lock_held,
             kind: lock_kind,
-            owners: owners.iter().map(|&pid| Owner { pid, via: 0 }).collect(),
+            owners: owners
+                .iter()
+                .map(|&pid| Owner {
+                    pid,
+                    via: 0,
+                    since: 0,
+                })
+                .collect(),
         };
         let dup = st.insert_claimed(id, res);
         if dup || no_owners {

@@ -136,7 +136,18 @@ pub(crate) type NameMap<K, V> = HashMap<K, V, KeyedState>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Owner {
     pub pid: u32,
+    /// When this acquire was committed, seconds since the epoch (0:
+    /// unknown, for locks restored after a re-exec). Sits in what would
+    /// otherwise be padding.
+    pub since: u32,
     pub via: usize,
+}
+
+/// Now, in seconds since the epoch, as [`Owner::since`] stores it.
+pub(crate) fn now_secs() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
 /// A resource's names: almost always one, kept inline (a second comes
@@ -323,7 +334,7 @@ impl State {
         };
         match slot {
             Slot::Held(id) => self.joinable(id, shared, &key.1),
-            Slot::Pending => Err(busy(&key.1)),
+            Slot::Pending => Err(busy(&key.1, None)),
         }
     }
 
@@ -339,7 +350,7 @@ impl State {
             return self.joinable(id, shared, name);
         }
         if entry.busy > 0 {
-            return Err(busy(name));
+            return Err(busy(name, None));
         }
         entry.busy = 1;
         Ok(Found::Reserved)
@@ -348,7 +359,10 @@ impl State {
     fn joinable(&self, id: u64, shared: bool, name: &str) -> Result<Found, Error> {
         match self.resources.get(&id) {
             Some(res) if res.shared && shared => Ok(Found::Join(id)),
-            _ => Err(busy(name)),
+            res => Err(busy(
+                name,
+                res.and_then(|r| r.owners.first()).map(|o| o.pid),
+            )),
         }
     }
 
@@ -386,7 +400,11 @@ impl State {
                 res.names.len() - 1
             }
         };
-        res.owners.push(Owner { pid, via });
+        res.owners.push(Owner {
+            pid,
+            via,
+            since: now_secs(),
+        });
         true
     }
 
@@ -571,9 +589,10 @@ impl State {
     }
 }
 
-pub(crate) fn busy(name: &str) -> Error {
+pub(crate) fn busy(name: &str, holder: Option<u32>) -> Error {
     Error::Busy {
         name: name.to_owned(),
+        holder,
     }
 }
 

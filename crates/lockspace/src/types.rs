@@ -124,6 +124,9 @@ pub struct ResourceInfo {
     pub lock_kind: LockKind,
     /// Owner pids, one entry per acquire (duplicates possible).
     pub owners: Vec<u32>,
+    /// When each of `owners` acquired it, seconds since the epoch (0:
+    /// unknown, for locks carried over a re-exec).
+    pub since: Vec<u32>,
     /// Other (lockspace, name) keys naming the same file.
     pub aliases: Vec<(String, String)>,
 }

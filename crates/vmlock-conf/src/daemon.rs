@@ -49,6 +49,12 @@ pub struct DaemonConfig {
     pub lock_kind: LockKindSetting,
     /// vmlock: delay between SIGTERM and SIGKILL when a lock holder's connection closes.
     pub holder_kill_grace_ms: u32,
+    /// vmlock: append who holds a resource to the text of a refused
+    /// acquire (`refusal_names_holder = 0`: virtlockd's exact text).
+    pub refusal_names_holder: bool,
+    /// vmlock: serve Prometheus metrics at `HOST:PORT` or on a UNIX socket
+    /// (an absolute path); off when unset.
+    pub metrics_listen: Option<String>,
     /// vmlock: `"file"` (fcntl locks, like libvirt) or `"etcd"`.
     pub lock_backend: String,
     /// vmlock (etcd backend): endpoints, e.g. `["http://10.0.0.1:2379"]`.
@@ -94,6 +100,8 @@ impl Default for DaemonConfig {
             unix_sock_dir: None,
             lock_kind: LockKindSetting::Ofd,
             holder_kill_grace_ms: 1600,
+            refusal_names_holder: true,
+            metrics_listen: None,
             lock_backend: "file".to_owned(),
             etcd_endpoints: Vec::new(),
             etcd_prefix: "/vmlock".to_owned(),
@@ -125,6 +133,8 @@ const KEYS: &[Key<DaemonConfig>] = &[
     Key::abs_path("unix_sock_dir", |c, v| c.unix_sock_dir = Some(v)),
     Key::choice("lock_kind", &["ofd", "posix"], set_lock_kind),
     Key::uint("holder_kill_grace_ms", |c, v| c.holder_kill_grace_ms = v),
+    Key::boolean("refusal_names_holder", |c, v| c.refusal_names_holder = v),
+    Key::string("metrics_listen", |c, v| c.metrics_listen = Some(v)),
     Key::choice("lock_backend", &["file", "etcd"], |c, v| {
         c.lock_backend = v.to_owned()
     }),

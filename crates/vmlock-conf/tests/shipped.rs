@@ -44,7 +44,8 @@ fn values_shown_in_virtlockd_conf_are_the_defaults() {
     (shown.log_filters, shown.log_outputs) = (None, None);
     (shown.unix_sock_dir, shown.host_id) = (None, None);
     shown.etcd_endpoints.clear();
-    // Unset by default (the state file's default depends on the user).
+    // Unset by default (the state file's default depends on the user;
+    // metrics are off).
     for opt in [
         &mut shown.etcd_state_file,
         &mut shown.watchdog_device,
@@ -53,8 +54,9 @@ fn values_shown_in_virtlockd_conf_are_the_defaults() {
         &mut shown.etcd_key_file,
         &mut shown.etcd_username,
         &mut shown.etcd_password_file,
+        &mut shown.metrics_listen,
     ] {
-        assert!(opt.take().is_some(), "every etcd example is shown");
+        assert!(opt.take().is_some(), "every example is shown");
     }
     assert_eq!(shown, d);
 }

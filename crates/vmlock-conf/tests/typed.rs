@@ -55,6 +55,8 @@ admin_max_clients = 0
 unix_sock_dir = "/tmp/socks"
 lock_kind = "posix"
 holder_kill_grace_ms = 250
+refusal_names_holder = 0
+metrics_listen = "127.0.0.1:9477"
 lock_backend = "etcd"
 etcd_endpoints = [ "http://a:2379", "http://b:2379", ]
 etcd_prefix = "/locks"
@@ -80,6 +82,8 @@ etcd_password_file = "/etc/x/pw"
         unix_sock_dir: Some("/tmp/socks".into()),
         lock_kind: LockKindSetting::Posix,
         holder_kill_grace_ms: 250,
+        refusal_names_holder: false,
+        metrics_listen: Some("127.0.0.1:9477".into()),
         lock_backend: "etcd".into(),
         etcd_endpoints: vec!["http://a:2379".into(), "http://b:2379".into()],
         etcd_prefix: "/locks".into(),
@@ -95,7 +99,7 @@ etcd_password_file = "/etc/x/pw"
         etcd_password_file: Some("/etc/x/pw".into()),
     };
     assert_eq!(d, expected);
-    assert_eq!(DaemonConfig::keys().count(), 21);
+    assert_eq!(DaemonConfig::keys().count(), 23);
 }
 
 #[test]

@@ -105,6 +105,27 @@ impl EtcdArbiter {
         self.sh.lock().deadline = Instant::now();
     }
 
+    /// The lease's state, for the daemon's status and metrics.
+    pub fn status(&self) -> EtcdStatus {
+        let g = self.sh.lock();
+        let now = std::time::Instant::now();
+        let period = self.sh.cfg.keepalive_period();
+        EtcdStatus {
+            host_id: self.sh.cfg.host_id.clone(),
+            endpoints: self.sh.cfg.endpoints.clone(),
+            lease_id: g.lease,
+            time_left: g.lease.map(|_| g.deadline.saturating_duration_since(now)),
+            last_rtt: g.last_rtt,
+            // Answered within two keepalive periods: etcd is reachable.
+            healthy: g.lease.is_some()
+                && g.last_renewal
+                    .is_some_and(|t| now.saturating_duration_since(t) <= 2 * period),
+            fences: g.fences,
+            locks: g.locks.len(),
+            adopted: self.adopted.len(),
+        }
+    }
+
     /// Records the VM name and UUID of an owner, shown to other hosts in
     /// the lock keys it acquires from now on.
     pub fn set_vm(&self, owner: u32, vm: &str, uuid: Option<&str>) {
@@ -278,4 +299,27 @@ fn spawn_watchdog(sh: &Arc<Shared>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("vmlock-etcd-watchdog".into())
         .spawn(move || lease::watchdog(sh))
+}
+
+/// What [`EtcdArbiter::status`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdStatus {
+    /// This host's name in the cluster.
+    pub host_id: String,
+    /// The etcd endpoints configured.
+    pub endpoints: Vec<String>,
+    /// The lease in use; `None` between a fence and the next grant.
+    pub lease_id: Option<i64>,
+    /// Time until this host fences itself unless a keepalive is answered.
+    pub time_left: Option<std::time::Duration>,
+    /// Round trip of the last answered keepalive.
+    pub last_rtt: Option<std::time::Duration>,
+    /// Whether a keepalive was answered within the last two periods.
+    pub healthy: bool,
+    /// Times this host fenced its lock holders since the arbiter started.
+    pub fences: u64,
+    /// Cluster locks held by this host.
+    pub locks: usize,
+    /// Locks adopted from the previous run.
+    pub adopted: usize,
 }

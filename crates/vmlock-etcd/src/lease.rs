@@ -42,6 +42,11 @@ impl Shared {
         let moved = {
             let mut g = self.lock();
             let until = sent + self.cfg.protected_for(ttl);
+            if g.lease == Some(id) {
+                let now = Instant::now();
+                g.last_rtt = Some(now.saturating_duration_since(sent));
+                g.last_renewal = Some(now);
+            }
             if g.lease == Some(id) && until > g.deadline {
                 g.deadline = until;
                 Some(until)
@@ -77,6 +82,7 @@ impl Shared {
             let mut g = self.lock();
             let Some(old) = g.lease.take() else { return };
             g.stale_leases.insert(old);
+            g.fences += 1;
             g.take_all()
         };
         tracing::error!(

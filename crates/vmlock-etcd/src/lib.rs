@@ -46,7 +46,7 @@ mod state;
 mod statelock;
 
 pub use adopt::AdoptedLock;
-pub use arbiter::EtcdArbiter;
+pub use arbiter::{EtcdArbiter, EtcdStatus};
 pub use config::{DEFAULT_STATE_PATH, EtcdConfig, TlsFiles};
 pub use error::EtcdError;
 pub use fence::{Deadlines, Fencer, LostLock};

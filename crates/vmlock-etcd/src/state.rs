@@ -52,6 +52,12 @@ pub(crate) struct Inner {
     pub vms: HashMap<u32, (String, Option<String>)>,
     /// Bumped on every change that must reach the record.
     pub seq: u64,
+    /// Round trip of the last answered keepalive.
+    pub last_rtt: Option<std::time::Duration>,
+    /// When the last keepalive was answered.
+    pub last_renewal: Option<Instant>,
+    /// Times this host fenced its lock holders (lease lost).
+    pub fences: u64,
 }
 
 impl Inner {
@@ -66,6 +72,9 @@ impl Inner {
             stale_leases: BTreeSet::new(),
             vms: HashMap::new(),
             seq: 0,
+            last_rtt: None,
+            last_renewal: None,
+            fences: 0,
         }
     }
 

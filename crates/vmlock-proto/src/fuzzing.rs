@@ -10,13 +10,13 @@
 // module is never called from the daemon.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use crate::admin;
 use crate::error::WireError;
 use crate::frame::{body_len, encode_frame, parse_body};
 use crate::header::Header;
 use crate::lock::{self, Call};
 use crate::route::{self, Program, Route};
 use crate::xdr::{Decoder, Encoder, XdrDecode, XdrEncode};
+use crate::{admin, inquiry};
 
 /// Frame path: length word, body split, routing, then argument and error decoding.
 pub fn fuzz_entry_decode_frame(data: &[u8]) {
@@ -30,9 +30,13 @@ pub fn fuzz_entry_decode_frame(data: &[u8]) {
         return;
     };
     assert_eq!(Header::decode(&msg.header.to_bytes()), Ok(msg.header));
-    match route::route(&msg.header, &[Program::Lock, Program::Admin]) {
+    match route::route(
+        &msg.header,
+        &[Program::Lock, Program::Admin, Program::Inquiry],
+    ) {
         Route::Lock(p) => check_call(p, &msg.payload),
         Route::Admin(p) => check_admin_call(p, &msg.payload),
+        Route::Inquiry(p) => check_inquiry_call(p, &msg.payload),
         Route::Reply(e) => check_reply(&msg.header, &e),
         Route::Keepalive(_) | Route::Drop => {}
     }
@@ -44,8 +48,9 @@ pub fn fuzz_entry_decode_frame(data: &[u8]) {
 }
 
 /// Argument path: the first byte picks a lock procedure (1..=8), 0 picks the
-/// `WireError` decoder, 101..=119 an admin procedure's arguments (1..=19)
-/// and anything else the admin typed-parameter array.
+/// `WireError` decoder, 101..=119 an admin procedure's arguments (1..=19),
+/// 201..=203 an inquiry procedure's arguments (1..=3), 211..=213 an inquiry
+/// procedure's reply, and anything else the admin typed-parameter array.
 pub fn fuzz_entry_decode_args(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
@@ -54,6 +59,16 @@ pub fn fuzz_entry_decode_args(data: &[u8]) {
         Some(p) => check_call(p, rest),
         None if sel == 0 => check_wire_error(rest),
         None if (101..=119).contains(&sel) => check_admin_call(i32::from(sel) - 100, rest),
+        None if (201..=203).contains(&sel) => {
+            if let Some(p) = inquiry::Procedure::from_i32(i32::from(sel) - 200) {
+                check_inquiry_call(p, rest);
+            }
+        }
+        None if (211..=213).contains(&sel) => {
+            if let Some(p) = inquiry::Procedure::from_i32(i32::from(sel) - 210) {
+                check_inquiry_ret(p, rest);
+            }
+        }
         None => check_params(rest),
     }
 }
@@ -72,6 +87,24 @@ fn check_admin_call(p: i32, payload: &[u8]) {
         let bytes = e.into_vec();
         assert!(bytes.len() <= payload.len());
         assert_eq!(admin::decode_call(p, &bytes), Ok(call));
+    }
+}
+
+/// Inquiry arguments: as [`check_admin_call`].
+fn check_inquiry_call(p: inquiry::Procedure, payload: &[u8]) {
+    if let Ok(call) = inquiry::decode_call(p, payload) {
+        assert_eq!(call.procedure(), p);
+        let bytes = call.to_xdr();
+        assert!(bytes.len() <= payload.len());
+        assert_eq!(inquiry::decode_call(p, &bytes), Ok(call));
+    }
+}
+
+/// Inquiry replies decode strictly: what decodes re-encodes to the input.
+fn check_inquiry_ret(p: inquiry::Procedure, payload: &[u8]) {
+    if let Ok(ret) = inquiry::Ret::decode(p, payload) {
+        // Compare encodings: NaN doubles are not equal to themselves.
+        assert_eq!(ret.to_xdr(), payload);
     }
 }
 

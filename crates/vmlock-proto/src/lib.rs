@@ -10,7 +10,8 @@
 //! * [`xdr`]: the bounded XDR encoder/decoder everything else is built on.
 //! * [`header`], [`frame`], [`limits`]: framing (spec §1).
 //! * [`error`]: the ERROR reply payload and libvirt's way of filling it (spec §2).
-//! * [`lock`], [`keepalive`], [`admin`]: the three programs (spec §3, §6, §11).
+//! * [`lock`], [`keepalive`], [`admin`]: libvirt's three programs (spec §3, §6, §11).
+//! * [`inquiry`]: vmlock's own inquiry program on the admin socket (`docs/inquiry.md`).
 //! * [`route`]: the routing table of spec §1.7.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod inquiry;
 pub mod keepalive;
 pub mod limits;
 pub mod lock;

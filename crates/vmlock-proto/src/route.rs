@@ -18,7 +18,7 @@ use crate::error::WireError;
 use crate::frame::{encode_frame, encode_message};
 use crate::header::{Header, Status};
 use crate::limits::{HEADER_LEN, LEN_WORD};
-use crate::{admin, keepalive, lock};
+use crate::{admin, inquiry, keepalive, lock};
 
 /// What to do with a keepalive MESSAGE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub enum Route {
     Lock(lock::Procedure),
     /// A call to an admin procedure (1..=19); decode the payload next.
     Admin(i32),
+    /// A call to a vmlock inquiry procedure; decode the payload next.
+    Inquiry(inquiry::Procedure),
     /// Send `reply_error(header, &err)`.
     Reply(WireError),
     /// Write nothing.
@@ -53,6 +55,8 @@ pub enum Program {
     Lock,
     /// The admin program (the admin socket).
     Admin,
+    /// vmlock's inquiry program (the admin socket).
+    Inquiry,
 }
 
 impl Program {
@@ -61,6 +65,7 @@ impl Program {
         match self {
             Self::Lock => lock::PROGRAM,
             Self::Admin => admin::PROGRAM,
+            Self::Inquiry => inquiry::PROGRAM,
         }
     }
 
@@ -69,6 +74,7 @@ impl Program {
         match self {
             Self::Lock => lock::VERSION,
             Self::Admin => admin::VERSION,
+            Self::Inquiry => inquiry::VERSION,
         }
     }
 
@@ -77,6 +83,7 @@ impl Program {
         match self {
             Self::Lock => lock::Procedure::from_i32(proc_).map(Route::Lock),
             Self::Admin => admin::Procedure::from_i32(proc_).map(|p| Route::Admin(p.to_i32())),
+            Self::Inquiry => inquiry::Procedure::from_i32(proc_).map(Route::Inquiry),
         }
     }
 }
@@ -237,6 +244,31 @@ mod tests {
         }
         let admin = h(admin::PROGRAM, 1, 19, MessageType::Call, Status::Ok);
         assert_eq!(route(&admin, &[Program::Admin]), Route::Admin(19));
+    }
+
+    #[test]
+    fn inquiry_program_only_where_served() {
+        const ADMIN_SOCK: &[Program] = &[Program::Admin, Program::Inquiry];
+        let call = |proc_, vers| h(inquiry::PROGRAM, vers, proc_, MessageType::Call, Status::Ok);
+        assert_eq!(
+            route(&call(2, 1), ADMIN_SOCK),
+            Route::Inquiry(inquiry::Procedure::List)
+        );
+        assert_eq!(
+            route(&call(2, 1), &[Program::Admin]),
+            Route::Reply(WireError::unknown_program(inquiry::PROGRAM, 1))
+        );
+        assert_eq!(
+            route(&call(2, 2), ADMIN_SOCK),
+            Route::Reply(WireError::unknown_program(inquiry::PROGRAM, 2))
+        );
+        assert_eq!(
+            route(&call(4, 1), ADMIN_SOCK),
+            Route::Reply(WireError::unknown_procedure(4))
+        );
+        // libvirt's admin program routes as before beside it.
+        let admin = h(admin::PROGRAM, 1, 3, MessageType::Call, Status::Ok);
+        assert_eq!(route(&admin, ADMIN_SOCK), Route::Admin(3));
     }
 
     #[test]

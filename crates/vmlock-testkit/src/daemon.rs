@@ -70,6 +70,20 @@ impl DaemonSpec {
             .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
+    /// For vmlockd, turns off what it adds to virtlockd's error texts
+    /// (`refusal_names_holder = 0`), so replies compare byte for byte;
+    /// keeps the config text set so far. Call after [`config`](Self::config).
+    pub fn virtlockd_texts(mut self) -> DaemonSpec {
+        if self.flavor == Flavor::Ours {
+            let mut text = self.config.take().unwrap_or_default();
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("refusal_names_holder = 0\n");
+            self.config = Some(text);
+        }
+        self
+    }
     /// Runs `path` instead of the default binary.
     pub fn binary(mut self, path: impl Into<PathBuf>) -> DaemonSpec {
         self.binary = Some(path.into());

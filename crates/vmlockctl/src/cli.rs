@@ -14,6 +14,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// The daemon's admin socket, for status, list, check and release --force
+    /// [default: virtlockd-admin-sock beside the lock daemon socket]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -28,12 +33,64 @@ pub enum Command {
     Check(CheckArgs),
     /// Register an owner and acquire resources for it (for scripts)
     Acquire(LockArgs),
-    /// Register an owner and release resources it holds (for scripts)
-    Release(LockArgs),
+    /// Register an owner and release resources it holds (for scripts), or
+    /// with --force release another owner's lock through the admin socket
+    Release(ReleaseArgs),
     /// Register an owner on a connection, optionally restrict it, then hang up
     Register(RegisterArgs),
     /// Show which hosts and VMs hold disks cluster-wide (etcd back end)
     Holders(HoldersArgs),
+    /// Show the daemon's state: clients, owners, locks, re-exec, etcd lease
+    Status(StatusArgs),
+    /// List the locks the daemon holds, one row per lock and owner
+    List(ListArgs),
+}
+
+/// `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Only locks in this lockspace directory ("" for direct disk locks)
+    #[arg(long, value_name = "DIR")]
+    pub lockspace: Option<String>,
+    /// Only the lock of this disk or lease file
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Only locks of the owner (domain) with this name
+    #[arg(long = "owner-name", value_name = "NAME")]
+    pub owner_name: Option<String>,
+    /// Only locks of the owner (domain) with this UUID
+    #[arg(long = "owner-uuid", value_name = "UUID", value_parser = parse_uuid)]
+    pub owner_uuid: Option<Uuid>,
+    /// Only locks of this owner pid
+    #[arg(long = "owner-pid", value_name = "PID")]
+    pub owner_pid: Option<u32>,
+}
+
+/// `release`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// What to release, and for whom.
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// Release another owner's lock through the admin socket (root): allowed
+    /// when its holder is gone; --pid picks one owner [default: every owner]
+    #[arg(long)]
+    pub force: bool,
+    /// With --force: if the holder is running, terminate it (SIGTERM, then
+    /// SIGKILL) and release only after it exited
+    #[arg(long, requires = "force")]
+    pub terminate: bool,
 }
 
 /// Who owns the locks (REGISTER).

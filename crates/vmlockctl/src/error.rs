@@ -41,6 +41,10 @@ pub enum CtlError {
     /// The daemon refused or the connection failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The daemon's inquiry program failed or refused (`status`, `list`,
+    /// `release --force`).
+    #[error("{0}")]
+    Inquiry(String),
     /// A local operation failed.
     #[error("{what}")]
     Io {

@@ -194,7 +194,13 @@ pub fn acquire_error(e: ClientError, r: &WireResource) -> CtlError {
             source: e,
         });
     }
-    let holder = probe(&r.lease_file()).ok().and_then(|p| p.holder_text());
+    // vmlockd names the holder in the refusal (refusal_names_holder);
+    // otherwise the kernel tells what it can.
+    let text = e.to_string();
+    let named = text
+        .split_once(" is locked by ")
+        .map(|(_, who)| format!("held by {who}"));
+    let holder = named.or_else(|| probe(&r.lease_file()).ok().and_then(|p| p.holder_text()));
     let what = if r.label.starts_with("lease ") {
         r.label.clone()
     } else {

@@ -5,7 +5,9 @@
 //! main ─► run(argv) ─► Cli::try_parse ─► exec     (exec.rs: parent ⇄ child ⇄ CMD)
 //!                                      ├► check    (check.rs, holder.rs: F_OFD_GETLK)
 //!                                      ├► acquire / release / register  (simple.rs)
-//!                                      └► holders  (holders.rs: etcd, read-only)
+//!                                      ├► holders  (holders.rs: etcd, read-only)
+//!                                      └► status / list / release --force
+//!                                                  (inquiry.rs: the admin socket)
 //!           error ─► "vmlockctl: <chain>" on stderr, exit code (error.rs)
 //! ```
 //!
@@ -21,6 +23,7 @@ pub mod error;
 pub mod exec;
 pub mod holder;
 pub mod holders;
+pub mod inquiry;
 pub mod resources;
 pub mod simple;
 
@@ -58,11 +61,34 @@ pub fn run(argv: Vec<OsString>) -> u8 {
 }
 
 fn dispatch(cli: &Cli, socket: PathBuf, argv: &[OsString]) -> Result<u8, CtlError> {
+    let admin = cli
+        .admin_socket
+        .clone()
+        .unwrap_or_else(|| inquiry::admin_socket_for(&socket));
     match &cli.command {
         Command::Exec(_) => exec::parent(argv),
-        Command::Check(args) => check::run(args, &mut std::io::stdout().lock()).map(|()| EXIT_OK),
+        Command::Check(args) => {
+            check::run(args, Some(&admin), &mut std::io::stdout().lock()).map(|()| EXIT_OK)
+        }
         Command::Acquire(args) => simple::acquire(&socket, args).map(|()| EXIT_OK),
-        Command::Release(args) => simple::release(&socket, args).map(|()| EXIT_OK),
+        Command::Release(args) if args.force => {
+            simple::force_release(&admin, args, &mut std::io::stdout().lock()).map(|()| EXIT_OK)
+        }
+        Command::Release(args) => simple::release(&socket, &args.lock).map(|()| EXIT_OK),
+        Command::Status(args) => {
+            inquiry::status(&admin, args.json, &mut std::io::stdout().lock()).map(|()| EXIT_OK)
+        }
+        Command::List(args) => {
+            let filter = vmlock_proto::inquiry::ListFilter {
+                lockspace: args.lockspace.clone(),
+                path: args.path.clone(),
+                owner_name: args.owner_name.clone(),
+                owner_uuid: args.owner_uuid.map(|u| *u.as_bytes()),
+                pid: args.owner_pid,
+            };
+            inquiry::list(&admin, filter, args.json, &mut std::io::stdout().lock())
+                .map(|()| EXIT_OK)
+        }
         Command::Register(args) => simple::register(&socket, args).map(|()| EXIT_OK),
         Command::Holders(args) => {
             holders::run(args, &mut std::io::stdout().lock()).map(|()| EXIT_OK)

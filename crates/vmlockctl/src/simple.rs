@@ -9,7 +9,7 @@ use std::path::Path;
 use vmlock::LockError;
 use vmlock_client::Client;
 
-use crate::cli::{LockArgs, RegisterArgs};
+use crate::cli::{LockArgs, RegisterArgs, ReleaseArgs};
 use crate::error::CtlError;
 use crate::exec::{acquire_all, create_lockspaces};
 use crate::resources::{owner, parse_disk, wire_resources};
@@ -55,6 +55,34 @@ pub fn release(socket: &Path, args: &LockArgs) -> Result<(), CtlError> {
                 resource: r.label.clone(),
                 source,
             })?;
+    }
+    Ok(())
+}
+
+/// `release --force`: through the admin socket, one resource at a time;
+/// the daemon refuses a live holder's lock unless --terminate is given.
+pub fn force_release(
+    admin: &Path,
+    args: &ReleaseArgs,
+    out: &mut dyn std::io::Write,
+) -> Result<(), CtlError> {
+    let resources = resources(&args.lock)?;
+    let pid = args.lock.pid.unwrap_or(0);
+    for r in &resources {
+        let (released, terminated) =
+            crate::inquiry::force_release(admin, &r.lockspace, &r.name, pid, args.terminate)
+                .map_err(|e| CtlError::Inquiry(format!("{}: {e}", r.label)))?;
+        let killed = if terminated > 0 {
+            format!(", {terminated} holder(s) terminated first")
+        } else {
+            String::new()
+        };
+        writeln!(out, "{}: released ({released} acquire(s){killed})", r.label).map_err(
+            |source| CtlError::Io {
+                what: "cannot write output".into(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }

@@ -103,9 +103,16 @@ fn second_exclusive_exec_is_refused_as_busy_and_check_names_the_holder() {
                 let who = format!("held by pid {} (virtlockd)", d.pid());
                 assert!(msg.contains(&who) && text.contains(&who), "{msg} / {text}");
             }
+            // vmlockd names the VM, in the refusal and through its
+            // inquiry program.
             Flavor::Ours => {
-                assert!(msg.contains("held by a lock daemon"), "{msg}");
-                assert!(text.contains("held by a lock daemon"), "{text}");
+                let who = "held by domain 'sh' (uuid ";
+                assert!(msg.contains(who), "{msg}");
+                assert!(text.contains(who), "{text}");
+                assert!(
+                    text.contains(&format!(", pid {}) since ", _h.pid)),
+                    "{text}"
+                );
             }
         }
         let json = check_text(&d, &["--json", &img]);

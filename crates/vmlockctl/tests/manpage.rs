@@ -49,7 +49,9 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
     let subs = subcommands(&top);
     assert_eq!(
         subs,
-        ["exec", "check", "acquire", "release", "register", "holders"]
+        [
+            "exec", "check", "acquire", "release", "register", "holders", "status", "list"
+        ]
     );
     let mut all = flags(&top);
     for s in &subs {
@@ -60,6 +62,7 @@ fn every_subcommand_and_flag_is_in_the_man_page() {
         all.extend(flags(&help(&[s])));
     }
     assert!(all.contains("--lockspace-dir") && all.contains("--json"));
+    assert!(all.contains("--force") && all.contains("--admin-socket"));
     for f in &all {
         assert!(man.contains(f.as_str()), "{f} missing from the man page");
     }

@@ -314,6 +314,21 @@ impl ClusterHooks for Hooks {
         self.arbiter.set_vm(owner.pid, &owner.name, Some(&uuid));
         self.fencer.remember(owner.pid, peer_pidfd);
     }
+
+    fn status(&self) -> Option<crate::inquiry::ClusterStatus> {
+        let s = self.arbiter.status();
+        Some(crate::inquiry::ClusterStatus {
+            host_id: s.host_id,
+            endpoints: s.endpoints,
+            lease_id: s.lease_id,
+            time_left: s.time_left,
+            last_rtt: s.last_rtt,
+            healthy: s.healthy,
+            fences: s.fences,
+            locks: s.locks,
+            adopted: s.adopted,
+        })
+    }
 }
 
 /// Stops local lock holders when the lease is about to lapse.

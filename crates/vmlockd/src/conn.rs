@@ -514,6 +514,7 @@ async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) 
         Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
         Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
         Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload).await,
+        Route::Inquiry(p) => Reply::Frame(crate::inquiry::call(ctx, s, &h, p, msg.payload).await),
     };
     Some(reply)
 }
@@ -564,7 +565,16 @@ async fn lock_call(
             ));
         }
     };
-    match session::dispatch(&ctx.shared, s, call).await {
+    let t0 = ctx
+        .shared
+        .stats
+        .requests()
+        .map(|_| std::time::Instant::now());
+    let r = session::dispatch(&ctx.shared, s, call).await;
+    if let (Some(m), Some(t0)) = (ctx.shared.stats.requests(), t0) {
+        m.observe(p, r.is_ok(), t0.elapsed());
+    }
+    match r {
         Ok(()) => Reply::Ok(route::reply_ok_frame(h)),
         Err(e) => {
             debug!(

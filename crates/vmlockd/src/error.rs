@@ -43,6 +43,16 @@ pub fn engine(e: &E) -> WireError {
     }
 }
 
+/// [`engine`] for an error without errno, with `suffix` appended to its
+/// detail (a refusal naming the holder; an empty suffix is [`engine`]).
+pub fn engine_naming(e: &E, suffix: &str) -> WireError {
+    if suffix.is_empty() || e.errno().is_some() {
+        return engine(e);
+    }
+    let detail = format!("{}{suffix}", e.detail());
+    WireError::new(engine_code(e), engine_domain(e), &detail)
+}
+
 /// The error code of an engine error without errno.
 fn engine_code(e: &E) -> i32 {
     match e {
@@ -79,7 +89,10 @@ mod tests {
         let enoent = libc::ENOENT;
         let table: Vec<(E, i32, i32, String)> = vec![
             (
-                E::Busy { name: s("x") },
+                E::Busy {
+                    name: s("x"),
+                    holder: Some(7),
+                },
                 87,
                 51,
                 s("resource busy: Lockspace resource 'x' is locked"),
@@ -191,6 +204,25 @@ mod tests {
             assert_eq!(w.message.as_deref(), Some(message.as_str()), "{e:?}");
             assert_eq!(w.level, 2);
         }
+    }
+
+    #[test]
+    fn a_named_refusal_keeps_code_domain_and_words() {
+        let e = E::Busy {
+            name: s("/i/a.qcow2"),
+            holder: Some(4242),
+        };
+        let plain = engine(&e);
+        let named = engine_naming(&e, " by domain 'web1' (uuid u, pid 4242)");
+        assert_eq!((named.code, named.domain, named.level), (87, 51, 2));
+        assert_eq!(
+            named.message.as_deref(),
+            Some(
+                "resource busy: Lockspace resource '/i/a.qcow2' is locked by domain 'web1' (uuid u, pid 4242)"
+            )
+        );
+        assert_eq!(named.str1, plain.str1);
+        assert_eq!(engine_naming(&e, ""), plain);
     }
 
     #[test]

@@ -22,9 +22,12 @@ pub mod fencelink;
 pub mod fsexec;
 mod fuzzing;
 pub mod holder;
+pub mod inquiry;
 pub mod lifeline;
 pub mod logging;
 pub mod lslist;
+pub mod metrics;
+pub mod owners;
 pub mod paths;
 pub mod pidfile;
 pub mod ratelimit;
@@ -153,6 +156,7 @@ pub fn load_config(
 }
 
 fn run(cli: cli::Cli) -> Result<(), Fatal> {
+    let _ = inquiry::IMAGE_START.set(std::time::Instant::now());
     // First, while this is the only thread: consume systemd's variables.
     let act_env = activation::ActivationEnv::take_from_process();
     let env = paths::Env::from_process();
@@ -317,7 +321,10 @@ fn start(
         c.attach(&engine);
         c.hooks()
     });
+    let reexec_locks = (!cold_start).then(|| engine.counts().0);
     let shared = Arc::new(session::Shared {
+        owners: owners::Owners::new(conf.refusal_names_holder),
+        stats: inquiry::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
         engine,
         // With a cluster back end every acquire is a network round trip:
         // keep all of them off the event loop.
@@ -328,6 +335,9 @@ fn start(
             conf.holder_kill_grace_ms,
         ))),
     });
+    if let Some(n) = reexec_locks {
+        shared.stats.set_reexec(n);
+    }
     let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients);
     ctx.main
         .next_id
@@ -343,9 +353,21 @@ fn start(
             st.max_unauth_clients.fetch_min(n, Relaxed);
         }
     }
+    let ctx = Arc::new(ctx);
+    if let Some(text) = &conf.metrics_listen {
+        let listen = metrics::Listen::parse(text).map_err(|e| fatal(exit::INIT, e))?;
+        let bound = metrics::bind(&listen).map_err(|e| {
+            fatal(
+                exit::INIT,
+                format!("cannot listen for metrics on {text}: {e}"),
+            )
+        })?;
+        info!("metrics at {text}");
+        runtime.spawn(metrics::serve(ctx.clone(), bound));
+    }
     Ok(Started {
         runtime,
-        ctx: Arc::new(ctx),
+        ctx,
         listeners,
         conns,
         signals,

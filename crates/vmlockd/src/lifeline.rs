@@ -153,6 +153,8 @@ pub struct Lifelines {
     grace: Duration,
     /// Terminations in flight.
     pub terminations: Mutex<JoinSet<()>>,
+    /// Terminations started since the daemon started.
+    terminated: std::sync::atomic::AtomicU64,
 }
 
 impl Lifelines {
@@ -163,6 +165,7 @@ impl Lifelines {
             count: AtomicUsize::new(0),
             grace,
             terminations: Mutex::new(JoinSet::new()),
+            terminated: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -267,6 +270,7 @@ impl Lifelines {
 
     /// Starts the termination of a holder process in the background.
     pub fn terminate(&self, pid: u32, pidfd: Arc<OwnedFd>) {
+        self.terminated.fetch_add(1, Ordering::Relaxed);
         let grace = self.grace;
         let job = async move {
             match crate::holder::terminate(pidfd, grace).await {
@@ -277,6 +281,23 @@ impl Lifelines {
         let mut set = self.terminations.lock().unwrap_or_else(|p| p.into_inner());
         while set.try_join_next().is_some() {}
         set.spawn(job);
+    }
+
+    /// The SIGTERM → SIGKILL delay of a termination.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Terminations started since the daemon started (status, metrics).
+    pub fn terminated(&self) -> u64 {
+        self.terminated.load(Ordering::Relaxed)
+    }
+
+    /// Terminations still in flight.
+    pub fn in_flight(&self) -> usize {
+        let mut set = self.terminations.lock().unwrap_or_else(|p| p.into_inner());
+        while set.try_join_next().is_some() {}
+        set.len()
     }
 
     /// How many lifelines are recorded (tests and status).

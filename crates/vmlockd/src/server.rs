@@ -53,7 +53,7 @@ impl ServerKind {
     pub fn programs(self) -> &'static [Program] {
         match self {
             ServerKind::Main => &[Program::Lock],
-            ServerKind::Admin => &[Program::Admin],
+            ServerKind::Admin => &[Program::Admin, Program::Inquiry],
         }
     }
 
@@ -281,6 +281,11 @@ pub fn start_connection(
 ) {
     let st = ctx.server(kind);
     st.clients.fetch_add(1, Ordering::Relaxed);
+    if let Some(o) = &session.owner {
+        // Adopted after a re-exec: the owner registered with the old image.
+        let engine = &ctx.shared.engine;
+        ctx.shared.owners.register(o, || engine.owners());
+    }
     let ctl = Arc::new(ConnCtl::default());
     st.registry().insert(
         session.id,

@@ -97,6 +97,10 @@ pub struct Shared {
     pub lockspaces: Option<crate::lslist::LockspaceList>,
     /// The owners' lifelines, and the terminations their closes started.
     pub lifelines: Lifelines,
+    /// What each owner registered as (inquiry, refusals naming the holder).
+    pub owners: crate::owners::Owners,
+    /// Counters and facts for the inquiry program's STATUS.
+    pub stats: crate::inquiry::Stats,
 }
 
 impl Shared {
@@ -131,6 +135,11 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     /// accept, when the peer registered itself; the back end keeps a way
     /// to signal the owner (fencing) that can never hit a recycled pid.
     fn registered(&self, owner: &Owner, peer_pid: i32, peer_pidfd: Option<&OwnedFd>);
+
+    /// The back end's state for the inquiry program's STATUS.
+    fn status(&self) -> Option<crate::inquiry::ClusterStatus> {
+        None
+    }
 }
 
 fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
@@ -225,6 +234,8 @@ fn register(sh: &Shared, s: &mut Session, a: RegisterArgs) -> Result<(), Failure
         let own = i32::try_from(a.owner.pid).is_ok_and(|p| p == s.peer_pid);
         c.registered(&a.owner, s.peer_pid, s.pidfd.as_deref().filter(|_| own));
     }
+    let engine = &sh.engine;
+    sh.owners.register(&a.owner, || engine.owners());
     s.owner = Some(a.owner);
     Ok(())
 }
@@ -297,5 +308,18 @@ async fn resource(
             Op::Release => engine.release_owned(a.path, a.name, owner),
         })
         .await;
-    r.map_err(|e| error::engine(&e).into())
+    r.map_err(|e| match (op, &e) {
+        // An acquire refused because another owner holds the resource:
+        // counted, and the holder named (refusal_names_holder).
+        (Op::Acquire, lockspace::Error::Busy { holder, .. }) => {
+            sh.stats.refused();
+            let suffix = holder.map(|pid| sh.owners.refusal_suffix(pid));
+            error::engine_naming(&e, suffix.as_deref().unwrap_or("")).into()
+        }
+        (Op::Acquire, lockspace::Error::ClusterBusy { .. }) => {
+            sh.stats.refused();
+            error::engine(&e).into()
+        }
+        _ => error::engine(&e).into(),
+    })
 }

@@ -686,3 +686,54 @@ fn a_watchdog_device_that_is_not_one_stops_the_start() {
         "the helper names the device: {err}"
     );
 }
+
+/// The inquiry program with the etcd back end: `list` names the host of
+/// each lock, `status` reports the lease; the refusal on the other host
+/// names host and VM.
+#[test]
+fn list_and_status_name_the_host_and_the_lease() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        vm_a,
+        sleep_b: _sleep_b,
+        mut cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    let ctl = |h: &Host, args: &[&str]| {
+        let o = Command::new(tool_binary("vmlockctl"))
+            .arg("--socket")
+            .arg(h.daemon.socket_path())
+            .args(args)
+            .output()
+            .expect("vmlockctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("JSON")
+    };
+    let rows = ctl(&a, &["list", "--json"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    let r = &rows[0];
+    assert_eq!(r["host"], "A");
+    assert_eq!(r["lockspace"], cluster_support::LS);
+    assert_eq!(r["resource"], "disk1");
+    assert_eq!(r["pid"], vm_a.pid());
+    assert_eq!(r["mode"], "exclusive");
+
+    let s = ctl(&a, &["status", "--json"]);
+    assert_eq!(s["host_id"], "A", "{s}");
+    assert!(s["lease_id"].as_i64().is_some(), "{s}");
+    assert_eq!(s["etcd_healthy"], true, "{s}");
+    assert_eq!(s["cluster_locks"], 1, "{s}");
+    assert_eq!(s["fences"], 0, "{s}");
+    let left = s["lease_time_left_ms"].as_u64().expect("time left");
+    assert!(left > 0 && left <= TTL * 1000, "{s}");
+
+    let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
+    assert_eq!(code, 87);
+    assert!(
+        text.contains(&format!("by pid {} on host A", vm_a.pid())),
+        "{text}"
+    );
+}

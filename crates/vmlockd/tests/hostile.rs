@@ -28,7 +28,10 @@ use vmlock_testkit::{Daemon, DaemonSpec, Flavor};
 pub const PROMPT: Duration = Duration::from_millis(500);
 
 fn start() -> Ctx {
-    let d = Daemon::start(DaemonSpec::new(Flavor::Ours).config("")).expect("start vmlockd");
+    // The expected replies are virtlockd's texts (refusals without the
+    // holder's name, which vmlock-compat/tests/inquiry.rs covers).
+    let d = Daemon::start(DaemonSpec::new(Flavor::Ours).config("").virtlockd_texts())
+        .expect("start vmlockd");
     let sentinel = Sentinel::take(&d).expect("sentinel takes its locks");
     let ls = d.dir().join("fresh-ls");
     let ls = ls.to_string_lossy().into_owned();

@@ -600,3 +600,59 @@ fn stats_and_owners() {
     assert_eq!(e.owners(), vec![3]);
     assert_eq!(e.counts(), (1, 2));
 }
+
+#[test]
+fn busy_names_the_holder_and_held_lists_owners_with_since() {
+    let fx = Fx::new();
+    let ls = fx.s(LS);
+    let e = &fx.engine;
+    let before = crate::state::now_secs();
+    e.acquire(&ls, "a", 5, AcquireFlags::from_wire(SA)).unwrap();
+    e.acquire(&ls, "a", 3, AcquireFlags::from_wire(SA)).unwrap();
+    let disk = fx.s("$D/disk");
+    e.acquire("", &disk, 9, AcquireFlags::EXCLUSIVE).unwrap();
+    // Exclusive against shared: the first owner is named.
+    let err = e
+        .acquire(&ls, "a", 4, AcquireFlags::from_wire(A))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Busy {
+            name: "a".into(),
+            holder: Some(5)
+        }
+    );
+    assert_eq!(err.to_string(), "Lockspace resource 'a' is locked");
+    let err = e
+        .acquire("", &disk, 4, AcquireFlags::EXCLUSIVE)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Busy {
+                holder: Some(9),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A lock held outside the engine names nobody.
+    let ext = fx.s("$D/ext");
+    std::fs::write(&ext, b"").unwrap();
+    let f = File::open(&ext).unwrap();
+    assert!(lock::try_lock(f.as_fd(), LockKind::Ofd, LockType::Shared).unwrap());
+    let err = e.acquire("", &ext, 4, AcquireFlags::EXCLUSIVE).unwrap_err();
+    assert!(matches!(err, Error::Busy { holder: None, .. }), "{err:?}");
+
+    let mut held = e.held();
+    held.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(held.len(), 2);
+    let after = crate::state::now_secs();
+    for r in &held {
+        assert_eq!(r.owners.len(), r.since.len());
+        assert!(r.since.iter().all(|&s| (before..=after).contains(&s)));
+    }
+    let shared = held.iter().find(|r| r.name == "a").unwrap();
+    assert_eq!(shared.owners, [5, 3]);
+    assert!(shared.shared);
+}

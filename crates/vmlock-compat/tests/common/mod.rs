@@ -185,12 +185,14 @@ fn describe(norm: &[u8], r: &Reply, text: &str) -> String {
 }
 
 /// Runs `scenario` against every flavor (`LOCKD_UNDER_TEST`), each with a
-/// fresh daemon from `spec`, and asserts the transcripts are identical, to
-/// each other and to virtlockd's pinned one.
+/// fresh daemon from `spec` (vmlockd with virtlockd's error texts:
+/// [`DaemonSpec::virtlockd_texts`]), and asserts the transcripts are
+/// identical, to each other and to virtlockd's pinned one.
 pub fn differential_with(spec: impl Fn(Flavor) -> DaemonSpec, scenario: impl Fn(&mut Ctx)) {
     let mut runs: Vec<(Flavor, Vec<String>)> = Vec::new();
     for f in Flavor::from_env() {
-        let d = Daemon::start(spec(f)).unwrap_or_else(|e| panic!("start {}: {e}", f.name()));
+        let d = Daemon::start(spec(f).virtlockd_texts())
+            .unwrap_or_else(|e| panic!("start {}: {e}", f.name()));
         let mut ctx = Ctx { d, t: Vec::new() };
         scenario(&mut ctx);
         ctx.d.assert_alive();

@@ -140,7 +140,7 @@ impl World {
     /// Like [`World::start`] with a spec (its binary is replaced by the link).
     pub fn start_with(flavor: Flavor, spec: DaemonSpec) -> World {
         let (bin_dir, link) = flavor_link(flavor);
-        let d = Daemon::start(spec.binary(link.path())).expect("daemon starts");
+        let d = Daemon::start(spec.binary(link.path()).virtlockd_texts()).expect("daemon starts");
         World::around(bin_dir, link, d)
     }
 
@@ -150,7 +150,7 @@ impl World {
     /// changes.
     pub fn start_unlinked(flavor: Flavor, spec: DaemonSpec) -> World {
         let (bin_dir, link) = flavor_link(flavor);
-        let d = Daemon::start(spec).expect("daemon starts");
+        let d = Daemon::start(spec.virtlockd_texts()).expect("daemon starts");
         World::around(bin_dir, link, d)
     }
 

@@ -59,6 +59,20 @@ pub enum Procedure {
 }
 
 impl Procedure {
+    /// libvirt's name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Register => "REGISTER",
+            Self::Restrict => "RESTRICT",
+            Self::New => "NEW",
+            Self::CreateResource => "CREATE_RESOURCE",
+            Self::DeleteResource => "DELETE_RESOURCE",
+            Self::AcquireResource => "ACQUIRE_RESOURCE",
+            Self::ReleaseResource => "RELEASE_RESOURCE",
+            Self::CreateLockspace => "CREATE_LOCKSPACE",
+        }
+    }
+
     /// Every procedure, in number order.
     pub const ALL: [Procedure; 8] = [
         Self::Register,
