@@ -28,7 +28,7 @@
 #                   apt sources change (KEY).
 #   apt-archives/   downloaded .deb files (apt still installs each one)
 #   cargo-registry/ crates.io downloads (sources only; every build is cold)
-# Needs root (mmdebstrap, mount namespaces, chroot) and the network access to
+# Needs root (mmdebstrap, mount namespaces, pivot_root) and the network access to
 # Debian's packages and crates.io that a fresh machine has.
 set -euo pipefail
 
@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-[ "$(id -u)" -eq 0 ] || die "needs root (mmdebstrap, a private mount namespace and chroot)"
+[ "$(id -u)" -eq 0 ] || die "needs root (mmdebstrap, a private mount namespace and pivot_root)"
 repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 sha=$(git -C "$repo" rev-parse --verify --quiet "$rev^{commit}") || die "no commit $rev in $repo"
 
@@ -266,7 +266,17 @@ mount --bind "$cache/apt-archives" "$R/var/cache/apt/archives"
 git clone --quiet --no-checkout "$repo" "$R/root/vmlock"
 git -C "$R/root/vmlock" -c advice.detachedHead=false checkout --quiet --detach "$sha"
 cp "$run/steps.sh" "$R/root/fresh-steps.sh"
-exec chroot "$R" /usr/bin/env -i \
+# pivot_root, not chroot: the mount namespaces made inside (the test kit
+# runs each daemon in its own) then have the root as their /, as on a real
+# machine; under a chroot they show the host's paths (in /proc/PID/exe).
+# The host's root is detached with the host's umount (minbase has none).
+mkdir -p "$R/.host"
+cd "$R"
+pivot_root . .host
+cd /
+/.host/usr/bin/umount -l /.host
+rmdir /.host
+exec /usr/bin/env -i \
   HOME=/root USER=root LOGNAME=root TERM=dumb LANG=C.UTF-8 \
   PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   RUSTUP_HOME=/opt/rustup RUSTUP_TOOLCHAIN="$toolchain" RUSTUP_AUTO_INSTALL=0 \
