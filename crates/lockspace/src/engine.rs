@@ -129,7 +129,7 @@ impl Engine {
     }
 
     /// NEW: like [`Engine::create_lockspace`] but fails if the lockspace
-    /// exists; a failed creation stores nothing (quirk 18).
+    /// exists; a failed creation stores nothing (docs/quirks.md #18).
     pub fn new_lockspace(&self, path: &str) -> Result<(), Error> {
         let exists = || Error::LockspaceExists {
             path: path.to_owned(),
@@ -478,7 +478,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Releases **every** occurrence of `owner` in every lockspace (quirk 5
+    /// Releases **every** occurrence of `owner` in every lockspace (docs/quirks.md #5
     /// fixed) and returns the number of resources touched.
     ///
     /// Releases cannot fail today (an unlink failure is logged, as libvirt

@@ -27,12 +27,12 @@
 //!   Exclusive against anything is busy; shared joins shared.
 //! * Owners are pids. Shared acquires by the same pid append it again;
 //!   [`Engine::release`] removes one occurrence, [`Engine::release_owner`]
-//!   every occurrence everywhere (quirk 5 fixed).
-//! * AUTOCREATE (named lockspaces only, quirk 12) creates the lease file
+//!   every occurrence everywhere (docs/quirks.md #5 fixed).
+//! * AUTOCREATE (named lockspaces only, docs/quirks.md #12) creates the lease file
 //!   (`O_CREAT|O_NOFOLLOW`, 0600), re-checks after locking that the path
 //!   still names the locked inode, and unlinks it on the last release
 //!   (shared: only if an upgrade to a write lock succeeds).
-//! * Names in named lockspaces must be one path component (quirk 13).
+//! * Names in named lockspaces must be one path component (docs/quirks.md #13).
 //!
 //! # Concurrency
 //!

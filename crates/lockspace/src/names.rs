@@ -5,7 +5,7 @@
 //! lockspace "/dir"  name "8ea6...7f82"         ->  path "/dir/8ea6...7f82"   (one component)
 //! ```
 //!
-//! libvirt validates nothing (quirk 13); we refuse, in named lockspaces, a
+//! libvirt validates nothing (docs/quirks.md #13); we refuse, in named lockspaces, a
 //! name that is empty, `.` or `..`, or contains `/` or NUL, and in the
 //! default lockspace a name that is not absolute or contains NUL. The path is
 //! `dir + "/" + name` exactly as libvirt builds it (no canonicalisation).

@@ -13,7 +13,7 @@
 //! and its locks are classic POSIX locks (`vmlockLockKind` defaults to
 //! `posix`). [`Engine::restore`] adopts every descriptor exactly once,
 //! never re-opens or re-locks a file, and reports odd entries in a
-//! [`RestoreReport`] instead of failing (quirks 20–23).
+//! [`RestoreReport`] instead of failing (docs/quirks.md #20–23).
 //!
 //! Restoring an entry vmlockd wrote costs table inserts only: its
 //! `vmlockIdent` is the identity checked when the lock was taken, and the

@@ -78,7 +78,7 @@ impl ClientError {
 
     /// Whether the daemon said the resource is locked (`VIR_ERR_RESOURCE_BUSY`, 87).
     ///
-    /// Note that libvirt also uses code 87 for "not locked" on RELEASE (quirk 6).
+    /// Note that libvirt also uses code 87 for "not locked" on RELEASE (docs/quirks.md #6).
     pub fn is_busy(&self) -> bool {
         self.code() == Some(code::RESOURCE_BUSY)
     }

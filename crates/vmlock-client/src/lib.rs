@@ -11,7 +11,7 @@
 //! own client does. Keepalive MESSAGE frames (the daemon never sends them, but a
 //! future one might) are skipped while waiting for a reply.
 //!
-//! The connection's lifetime matters to the daemon (spec §5.4): when the peer
+//! The connection's lifetime matters to the daemon (docs/protocol.md §5.4): when the peer
 //! that registered *itself* as owner hangs up, the daemon releases that pid's
 //! locks and kills the pid. To hand a restricted connection to a VM process,
 //! take its descriptor with [`Client::into_stream`] (or duplicate it through

@@ -1,4 +1,4 @@
-//! Where libvirt's `lockd.so` looks for the daemon socket (spec §7.3).
+//! Where libvirt's `lockd.so` looks for the daemon socket (docs/protocol.md §7.3).
 //!
 //! ```text
 //! euid 0:  /run/libvirt/virtlockd-sock

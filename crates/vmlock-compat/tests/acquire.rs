@@ -21,7 +21,7 @@ fn exclusive_acquire_is_not_reentrant_and_excludes_others() {
             ctx.call(&mut a, &frames::acquire(1, "", &disk, 0)).code(),
             0
         );
-        // Quirk 4: the same owner again is busy.
+        // docs/quirks.md #4: the same owner again is busy.
         let r = ctx.call(&mut a, &frames::acquire(2, "", &disk, 0));
         assert_eq!((r.code(), r.domain()), (87, 51));
         assert_eq!(
@@ -32,7 +32,7 @@ fn exclusive_acquire_is_not_reentrant_and_excludes_others() {
         assert_eq!(r.code(), 87);
         let r = ctx.call(&mut b, &frames::acquire(4, "", &disk, FLAG_SHARED));
         assert_eq!(r.code(), 87);
-        // Release by a non-owner: internal error (quirk 6).
+        // Release by a non-owner: internal error (docs/quirks.md #6).
         let r = ctx.call(&mut b, &frames::release(5, "", &disk, 0));
         assert_eq!((r.code(), r.domain()), (1, 51));
         assert_eq!(
@@ -43,7 +43,7 @@ fn exclusive_acquire_is_not_reentrant_and_excludes_others() {
             ctx.call(&mut a, &frames::release(6, "", &disk, 0)).code(),
             0
         );
-        // Quirk 6: releasing what nobody holds is "busy ... not locked".
+        // docs/quirks.md #6: releasing what nobody holds is "busy ... not locked".
         let r = ctx.call(&mut a, &frames::release(7, "", &disk, 0));
         assert_eq!((r.code(), r.domain()), (87, 51));
         assert_eq!(
@@ -69,7 +69,7 @@ fn locks_belong_to_the_owner_pid_not_the_connection() {
             0
         );
         drop(a1);
-        // Another connection for the same pid releases it (quirk 1).
+        // Another connection for the same pid releases it (docs/quirks.md #1).
         let mut a2 = ctx.owner(PID_A);
         assert_eq!(
             ctx.call(&mut a2, &frames::release(1, "", &disk, 0)).code(),
@@ -108,7 +108,7 @@ fn shared_acquires_count_owners_including_duplicates() {
                 .code(),
             0
         );
-        // Quirk 4: a shared re-acquire by the same pid adds it again.
+        // docs/quirks.md #4: a shared re-acquire by the same pid adds it again.
         assert_eq!(
             ctx.call(&mut a, &frames::acquire(2, "", &disk, FLAG_SHARED))
                 .code(),
@@ -160,7 +160,7 @@ fn missing_files_lockspaces_and_odd_names() {
             r.text(),
             format!("Unable to open resource {missing}: No such file or directory")
         );
-        // Directories cannot be opened O_RDWR (quirk 14).
+        // Directories cannot be opened O_RDWR (docs/quirks.md #14).
         let dir = ctx.p("");
         let r = ctx.call(
             &mut a,
@@ -180,7 +180,7 @@ fn missing_files_lockspaces_and_odd_names() {
         // Releasing an unknown name in the default lockspace.
         let r = ctx.call(&mut a, &frames::release(5, "", "relative/name", 0));
         assert_eq!(r.code(), 87);
-        // Quirk 13 [decide]: libvirt opens a relative name in the default
+        // docs/quirks.md #13 [decide]: libvirt opens a relative name in the default
         // lockspace as given (relative to its cwd); we refuse it.
         let r = ctx.call_quiet(&mut a, &frames::acquire(6, "", "no-such-relative-file", 0));
         eprintln!(

@@ -1,5 +1,5 @@
 //! AUTOCREATE lease files: created on acquire, unlinked when the last owner
-//! releases (quirk 11), never for non-AUTOCREATE resources; the file system
+//! releases (docs/quirks.md #11), never for non-AUTOCREATE resources; the file system
 //! state is part of the compared transcript.
 
 #[allow(dead_code)]
@@ -108,7 +108,7 @@ fn autocreate_in_the_default_lockspace_quirk_12() {
         match ctx.flavor() {
             // libvirt unlinks the disk image itself.
             Flavor::Theirs => assert!(r.code() == 0 && !exists, "theirs unlinks the image"),
-            // [fix] quirk 12: never unlink outside a named lockspace.
+            // [fix] docs/quirks.md #12: never unlink outside a named lockspace.
             Flavor::Ours => assert!(exists, "ours must not unlink a disk image"),
         }
         ctx.note("quirk 12 checked per flavor");

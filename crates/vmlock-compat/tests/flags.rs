@@ -1,5 +1,5 @@
 //! Unsupported flag bits on every procedure that has a flags field: the
-//! error names the C function (quirk 30).
+//! error names the C function (docs/quirks.md #30).
 
 #[allow(dead_code)]
 mod common;

@@ -1,4 +1,4 @@
-//! Holder connections (spec §5.4): when the connection whose peer pid is the
+//! Holder connections (docs/protocol.md §5.4): when the connection whose peer pid is the
 //! owner pid closes, every lock of that pid is released and the process is
 //! killed. Other connections release nothing on close.
 
@@ -165,7 +165,7 @@ fn duplicate_shared_owner_on_close_quirk_5() {
         match ctx.flavor() {
             // libvirt removes one occurrence of the pid: the lease leaks.
             Flavor::Theirs => assert_eq!(r.code(), 87, "{}", r.text()),
-            // [fix] quirk 5: every occurrence goes on close.
+            // [fix] docs/quirks.md #5: every occurrence goes on close.
             Flavor::Ours => assert_eq!(r.code(), 0, "{}", r.text()),
         }
         let _ = FLAG_SHARED;

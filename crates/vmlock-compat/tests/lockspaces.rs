@@ -110,7 +110,7 @@ fn new_with_a_failing_directory_quirk_18() {
                 let r = ctx.call_quiet(&mut a, &frames::acquire(2, &bad, "x", FLAG_AUTOCREATE));
                 assert_eq!(r.code(), 1, "{}", r.text());
             }
-            // [fix] quirk 18: we report the creation failure.
+            // [fix] docs/quirks.md #18: we report the creation failure.
             Flavor::Ours => assert_ne!(r.code(), 0, "NEW must report the mkdir failure"),
         }
         ctx.note("quirk 18 checked per flavor");

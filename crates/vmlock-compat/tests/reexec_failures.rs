@@ -1,6 +1,6 @@
 //! Re-exec failures: an exec that cannot happen must leave vmlockd serving
 //! with every lock, and a bad state file at start must lead to a fresh,
-//! serving daemon (quirk 23: descriptors named by a stale file are closed).
+//! serving daemon (docs/quirks.md #23: descriptors named by a stale file are closed).
 
 #[allow(dead_code)]
 mod reexec_common;

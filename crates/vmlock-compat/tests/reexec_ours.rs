@@ -1,6 +1,6 @@
 //! vmlockd → vmlockd re-exec with what virtlockd cannot survive: an
-//! unregistered connection (quirk 21), a half-sent frame, a holder that dies
-//! while the exec is under way (quirk 22); and no descriptor leak over many
+//! unregistered connection (docs/quirks.md #21), a half-sent frame, a holder that dies
+//! while the exec is under way (docs/quirks.md #22); and no descriptor leak over many
 //! re-execs.
 //!
 //! The exec window is held open on purpose: the symlink points to a gate

@@ -1,5 +1,5 @@
 //! Live upgrade and rollback between libvirt's virtlockd and vmlockd by
-//! SIGUSR1 (spec §9, quirk 20): the daemon runs through an `argv[0]`
+//! SIGUSR1 (docs/protocol.md §9, docs/quirks.md #20): the daemon runs through an `argv[0]`
 //! symlink, the symlink is retargeted, SIGUSR1 makes the running daemon
 //! exec the other binary under the same pid, and every lock, connection
 //! and holder must carry on.

@@ -11,14 +11,14 @@ use vmlock_testkit::frames;
 fn register_accepts_any_pid_and_refuses_id_zero() {
     differential(|ctx| {
         let mut c = ctx.conn();
-        // Quirk 6: id 0 is "not registered", with a misleading text.
+        // docs/quirks.md #6: id 0 is "not registered", with a misleading text.
         let r = ctx.call(&mut c, &frames::register(0, UUID_A, "vm", 0, PID_A, 0));
         assert_eq!((r.code(), r.domain()), (55, 7));
         assert_eq!(
             r.text(),
             "Requested operation is not valid: lock owner details have not been registered"
         );
-        // pid 0 and a pid that is not the peer are accepted (quirk 7).
+        // pid 0 and a pid that is not the peer are accepted (docs/quirks.md #7).
         let r = ctx.call(&mut c, &frames::register(1, UUID_A, "vm", 1, 0, 0));
         assert_eq!(r.code(), 0);
         // Re-registering silently overwrites (no "already registered").

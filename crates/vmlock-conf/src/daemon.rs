@@ -1,4 +1,4 @@
-//! `virtlockd.conf`: the daemon's own config (spec §8.2), plus the vmlock-only keys.
+//! `virtlockd.conf`: the daemon's own config (docs/protocol.md §8.2), plus the vmlock-only keys.
 //!
 //! Keys are read in the order of [`KEYS`], which for libvirt's five keys is the order of
 //! `lock_daemon_config.c`, so a file with several bad values fails on the same key as the C

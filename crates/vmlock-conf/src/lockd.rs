@@ -1,4 +1,4 @@
-//! `qemu-lockd.conf` (or `<driver>-lockd.conf`): the client plugin's config (spec §7.1).
+//! `qemu-lockd.conf` (or `<driver>-lockd.conf`): the client plugin's config (docs/protocol.md §7.1).
 //!
 //! Defaults depend on whether the file exists, as in `lock_driver_lockd.c`:
 //!

@@ -1,4 +1,4 @@
-//! The admin program 0x06900690 version 1 (spec §11): procedure numbers, the typed
+//! The admin program 0x06900690 version 1 (docs/protocol.md §11): procedure numbers, the typed
 //! parameter type several admin procedures carry in arrays, and the codec of every
 //! procedure's arguments ([`Call`]) and results ([`Ret`]).
 //!

@@ -1,4 +1,4 @@
-//! `virNetMessageError`, the payload of every ERROR reply (spec §2), and constructors that
+//! `virNetMessageError`, the payload of every ERROR reply (docs/protocol.md §2), and constructors that
 //! fill it the way libvirt's `virerror.c` does.
 //!
 //! ```text

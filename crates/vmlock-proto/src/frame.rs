@@ -1,4 +1,4 @@
-//! Framing: the length word, the receive rules of spec §1.2, and whole-frame encoding.
+//! Framing: the length word, the receive rules of docs/protocol.md §1.2, and whole-frame encoding.
 //!
 //! ```text
 //! [len u32][header 24 bytes][num_fds u32, only for *_WITH_FDS][payload ...]

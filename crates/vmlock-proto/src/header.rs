@@ -1,4 +1,4 @@
-//! The 24-byte message header `virNetMessageHeader` (spec §1.3).
+//! The 24-byte message header `virNetMessageHeader` (docs/protocol.md §1.3).
 //!
 //! ```text
 //! offset  0      4      8      12     16       20       24

@@ -1,4 +1,4 @@
-//! The keepalive program (spec §6): 28-byte MESSAGE frames with an empty payload.
+//! The keepalive program (docs/protocol.md §6): 28-byte MESSAGE frames with an empty payload.
 //!
 //! ```text
 //! 0000001c 6b656570 00000001 00000001 00000002 00000000 00000000   PING (proc 1)

@@ -8,11 +8,11 @@
 //! ```
 //!
 //! * [`xdr`]: the bounded XDR encoder/decoder everything else is built on.
-//! * [`header`], [`frame`], [`limits`]: framing (spec §1).
-//! * [`error`]: the ERROR reply payload and libvirt's way of filling it (spec §2).
-//! * [`lock`], [`keepalive`], [`admin`]: libvirt's three programs (spec §3, §6, §11).
+//! * [`header`], [`frame`], [`limits`]: framing (docs/protocol.md §1).
+//! * [`error`]: the ERROR reply payload and libvirt's way of filling it (docs/protocol.md §2).
+//! * [`lock`], [`keepalive`], [`admin`]: libvirt's three programs (docs/protocol.md §3, §6, §11).
 //! * [`inquiry`]: vmlock's own inquiry program on the admin socket (`docs/inquiry.md`).
-//! * [`route`]: the routing table of spec §1.7.
+//! * [`route`]: the routing table of docs/protocol.md §1.7.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,4 @@
-//! Size limits of the libvirt RPC frame (spec §1.2, §1.4), next to the layout they bound.
+//! Size limits of the libvirt RPC frame (docs/protocol.md §1.2, §1.4), next to the layout they bound.
 //!
 //! ```text
 //!  0        4                                                28          len

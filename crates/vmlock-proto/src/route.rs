@@ -1,4 +1,4 @@
-//! Routing of a received header (spec §1.7 and §6), in the order libvirt applies it,
+//! Routing of a received header (docs/protocol.md §1.7 and §6), in the order libvirt applies it,
 //! and the two reply frames the daemon sends.
 //!
 //! ```text

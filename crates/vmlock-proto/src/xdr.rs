@@ -1,5 +1,5 @@
 //! A small, bounded XDR (RFC 4506) encoder and decoder: exactly the subset libvirt's
-//! RPC programs use (spec §1.5).
+//! RPC programs use (docs/protocol.md §1.5).
 //!
 //! ```text
 //! int / unsigned / enum / bool   [b0 b1 b2 b3]                 big-endian, 4 bytes

@@ -7,9 +7,9 @@
 //! * the holders (VMs) are *not* killed: nobody is left to do it, so they
 //!   keep running, unprotected;
 //! * a new vmlockd starts cleanly over a stale pid file, a stale re-exec
-//!   state file (`/run/virtlockd-restart-exec.json`, spec §9.2) and stale
+//!   state file (`/run/virtlockd-restart-exec.json`, docs/protocol.md §9.2) and stale
 //!   socket files, and knows nothing of the old locks; it does remember
-//!   the lockspaces libvirt created (quirk 17).
+//!   the lockspaces libvirt created (docs/quirks.md #17).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -178,7 +178,7 @@ fn sigkill_frees_locks_keeps_holders_and_a_restart_is_clean() {
 
     // A fresh start knows no old lock: another owner gets the disk while
     // the old holder still runs. It does remember the lockspaces libvirt
-    // created (quirk 17), so a lease in one needs no CREATE_LOCKSPACE first.
+    // created (docs/quirks.md #17), so a lease in one needs no CREATE_LOCKSPACE first.
     let mut c = registered(&sock);
     let disk = w.disk.to_string_lossy();
     ok(&mut c, &frames::acquire(2, "", &disk, 0)).expect("disk is free for a new owner");

@@ -189,7 +189,7 @@ impl DomainLock {
     }
 
     /// Source, at the switch-over: the VM pauses and its locks are released before
-    /// the destination acquires (quirk 37: no lock is held during the handover).
+    /// the destination acquires (docs/quirks.md #37: no lock is held during the handover).
     pub fn migrate_handover(&mut self) -> Result<Option<String>> {
         self.process_pause()
     }

@@ -27,7 +27,7 @@
 //!    keeps inherited descriptors). The VM never needs to use it.
 //! 3. When the VM exits, the kernel closes the descriptor; the daemon then releases
 //!    every lock of that pid. Closing it while the VM still runs releases the locks
-//!    *and* makes the daemon kill the VM (libvirt's fencing, spec §5.4).
+//!    *and* makes the daemon kill the VM (libvirt's fencing, docs/protocol.md §5.4).
 //!
 //! Do not call `process_start` in a long-lived multi-threaded parent and keep the
 //! descriptor there: without close-on-exec it would leak into every program the

@@ -59,7 +59,7 @@ fn sha256_vector_from_the_spec() {
         indirect_name("/var/lib/libvirt/images/vm1.qcow2"),
         "f2f4417b8fe812d19e40421ca4d46765c702e950c54a3a74e967e48dc9812492"
     );
-    // Not canonicalised: another spelling is another name (quirk 15).
+    // Not canonicalised: another spelling is another name (docs/quirks.md #15).
     assert_ne!(
         indirect_name("/var/lib/libvirt//images/vm1.qcow2"),
         indirect_name("/var/lib/libvirt/images/vm1.qcow2")

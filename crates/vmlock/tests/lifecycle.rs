@@ -145,7 +145,7 @@ fn hotplug_of_disks_and_leases() {
         let (img1, img2) = (disk(&d, "1.img"), disk(&d, "2.img"));
         let ls_parent = d.dir().to_string_lossy().into_owned();
         let ls_dir = d.dir().join("ls");
-        // libvirt never creates a <lease> lockspace (quirk 19): the admin does.
+        // libvirt never creates a <lease> lockspace (docs/quirks.md #19): the admin does.
         Client::connect(d.socket_path())
             .and_then(|mut c| c.create_lockspace(&ls_dir.to_string_lossy()))
             .expect("create lease lockspace");
@@ -177,7 +177,7 @@ fn hotplug_of_disks_and_leases() {
         a.image_detach(&img2).expect("detach");
         assert!(holder(&img2).is_none() && holder(&img1).is_some());
         assert_eq!(a.disks().len(), 1);
-        // A second attach of a held disk is refused (not re-entrant, quirk 4).
+        // A second attach of a held disk is refused (not re-entrant, docs/quirks.md #4).
         assert!(
             a.image_attach(Disk::exclusive(&img1))
                 .expect_err("again")

@@ -21,7 +21,7 @@
 //! Because the child registered *itself*, the daemon ties the locks to the
 //! connection that CMD inherits: when CMD exits they are released, and if CMD
 //! closed the descriptor while running, the daemon would kill it (libvirt's
-//! fencing, spec §5.4).
+//! fencing, docs/protocol.md §5.4).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};

@@ -286,7 +286,7 @@ fn acquire_and_release_for_an_owner_pid() {
     }
 }
 
-/// Quirk 8, decided to match virtlockd: locks registered for an owner pid
+/// docs/quirks.md #8, decided to match virtlockd: locks registered for an owner pid
 /// that never connects itself (pid 0, as libxl may send, or a process that
 /// is already gone) are not reaped; they stay until released for that pid,
 /// which `vmlockctl release --pid` does.

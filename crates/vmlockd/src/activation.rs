@@ -1,4 +1,4 @@
-//! systemd socket activation (spec §8.5) and readiness notification.
+//! systemd socket activation (docs/protocol.md §8.5) and readiness notification.
 //!
 //! Activation is used only when `LISTEN_PID` is our pid and `LISTEN_FDS > 0`;
 //! `LISTEN_FDNAMES` must then name every descriptor. The main server claims

@@ -1,4 +1,4 @@
-//! The admin program (spec §11) as virt-admin sees it on
+//! The admin program (docs/protocol.md §11) as virt-admin sees it on
 //! `virtlockd-admin-sock`: servers, clients, client limits, logging and the
 //! idle timeout, with virtlockd 9.0's replies and error texts.
 //!
@@ -7,7 +7,7 @@
 //!  clients   ServerState::registry: id → timestamp, SO_PEERCRED, ConnCtl
 //!  CLIENT_CLOSE      → ConnCtl::close: the connection closes as on EOF, so a
 //!                      lock holder's locks are released and its VM is killed
-//!                      (spec §5.4, quirk 36), exactly as virtlockd does
+//!                      (docs/protocol.md §5.4, docs/quirks.md #36), exactly as virtlockd does
 //!  logging 14–17     → logging::LogHandle (filters and outputs, live)
 //!  SET_DAEMON_TIMEOUT→ Ctx::idle_timeout (0: never)
 //!  threadpool 6/7    → every call runs on the event loop, as virtlockd's

@@ -1,7 +1,7 @@
 //! One client connection: framing, routing and the close logic.
 //!
 //! ```text
-//!  read ─► [len:4][header:24][payload] ─► route (spec §1.7)
+//!  read ─► [len:4][header:24][payload] ─► route (protocol.md §1.7)
 //!            │ len < 4, len-4 > 32 MiB, header < 24 bytes → close, no reply
 //!            ├ keepalive PING (MESSAGE) → PONG;  other keepalive → nothing
 //!            ├ lock program CALL → dispatch → 28-byte OK or error reply
@@ -588,7 +588,7 @@ async fn lock_call(
     }
 }
 
-/// The close logic of spec §5.4: a holder's locks are released and, if it
+/// The close logic of docs/protocol.md §5.4: a holder's locks are released and, if it
 /// held any, the holder process is terminated (asynchronously). A lifeline
 /// whose close was already applied for a later request of its owner is not
 /// closed twice.

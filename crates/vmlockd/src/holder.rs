@@ -1,4 +1,4 @@
-//! Terminating a lock holder whose connection closed (spec §5.4).
+//! Terminating a lock holder whose connection closed (docs/protocol.md §5.4).
 //!
 //! When the connection of a process that registered *itself* as owner closes
 //! while it still held locks, virtlockd releases them and kills the process

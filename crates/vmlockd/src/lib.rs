@@ -309,7 +309,7 @@ fn start(
         ),
     };
     let (next_ids, limits) = next_ids;
-    // Lockspaces libvirt created before a restart (quirk 17): remembered
+    // Lockspaces libvirt created before a restart (docs/quirks.md #17): remembered
     // beside the sockets; a re-exec carries them in its state instead.
     if cold_start {
         lslist::restore(&engine, &p.lockspace_list);

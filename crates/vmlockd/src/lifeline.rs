@@ -2,7 +2,7 @@
 //! order in which that close takes effect.
 //!
 //! A connection whose peer registered *itself* as the owner (peer pid equal
-//! to owner pid) is that owner's *lifeline* (protocol §5.4). When it closes,
+//! to owner pid) is that owner's *lifeline* (docs/protocol.md §5.4). When it closes,
 //! every lock of the owner pid is released, whichever connection took it,
 //! and a process that still held any is terminated. libvirt hands QEMU such
 //! a connection, restricted, so that a dying QEMU loses its disks.

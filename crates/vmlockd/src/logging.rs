@@ -213,7 +213,7 @@ fn journal_socket() -> &'static str {
     "/run/systemd/journal/socket"
 }
 
-/// The default outputs (spec §8.7).
+/// The default outputs (docs/protocol.md §8.7).
 pub fn default_outputs(
     level: u8,
     daemonized: bool,

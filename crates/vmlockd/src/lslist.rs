@@ -1,4 +1,4 @@
-//! The named lockspaces, remembered across a daemon restart (quirk 17).
+//! The named lockspaces, remembered across a daemon restart (docs/quirks.md #17).
 //!
 //! libvirt creates its lockspaces (`file_lockspace_dir` and friends) once,
 //! when its lock driver starts. virtlockd keeps them only in memory, so after

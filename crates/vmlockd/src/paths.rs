@@ -1,4 +1,4 @@
-//! Where the daemon's files live (spec §8.3).
+//! Where the daemon's files live (docs/protocol.md §8.3).
 //!
 //! | item          | privileged (euid 0)                   | unprivileged                       |
 //! |---------------|---------------------------------------|------------------------------------|

@@ -1,4 +1,4 @@
-//! The PID file (spec §8.6): locked, decimal pid, no trailing newline.
+//! The PID file (docs/protocol.md §8.6): locked, decimal pid, no trailing newline.
 //!
 //! ```text
 //! open(O_WRONLY|O_CREAT|O_CLOEXEC, 0644) → F_SETLK write lock on byte 0

@@ -1,4 +1,4 @@
-//! Live re-exec (spec §9): every lock and every client survives an upgrade.
+//! Live re-exec (docs/protocol.md §9): every lock and every client survives an upgrade.
 //!
 //! ```text
 //! old image (SIGUSR1)                          new image (same pid)
@@ -572,7 +572,7 @@ fn client_ref(kind: ServerKind, h: &Handover) -> ClientRef {
             owner_name: o.name.clone(),
             owner_uuid: o.uuid,
         },
-        // Unregistered: virtlockd cannot write these (quirk 21); "" and the
+        // Unregistered: virtlockd cannot write these (docs/quirks.md #21); "" and the
         // zero UUID are what its loader accepts.
         None => LockPriv {
             restricted: s.restricted,

@@ -325,7 +325,7 @@ pub fn start_connection(
     set.spawn(task.instrument(span));
 }
 
-/// Applies the credential and client-count checks of spec §5.1 / §8.9;
+/// Applies the credential and client-count checks of docs/protocol.md §5.1 / §8.9;
 /// returns the new session and the peer's gid.
 fn check_peer(ctx: &Arc<Ctx>, kind: ServerKind, stream: &UnixStream) -> Option<(Session, u32)> {
     let cred = match vmlock_sys::cred::peer_cred(stream.as_fd()) {

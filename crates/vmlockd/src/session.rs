@@ -1,4 +1,4 @@
-//! Per-connection state (spec §3.4) and the lock-program dispatch (§3.5).
+//! Per-connection state (docs/protocol.md §3.4) and the lock-program dispatch (§3.5).
 //!
 //! ```text
 //!           REGISTER(owner, id≠0)            RESTRICT
@@ -64,7 +64,7 @@ impl Session {
         }
     }
 
-    /// Whether closing this connection releases its owner's locks (§5.4):
+    /// Whether closing this connection releases its owner's locks (docs/protocol.md §5.4):
     /// the peer registered *itself*.
     pub fn is_holder(&self) -> bool {
         matches!(&self.owner, Some(o) if self.peer_pid > 0 && o.pid as i32 == self.peer_pid)
@@ -120,7 +120,7 @@ impl Shared {
         self.lifelines.end(l, |pid| self.release_owner(pid)).await;
     }
 
-    /// A lockspace now exists: remember it (quirk 17).
+    /// A lockspace now exists: remember it (docs/quirks.md #17).
     fn created(&self, dir: &str) {
         if let Some(l) = &self.lockspaces {
             l.add(dir);

@@ -1,4 +1,4 @@
-//! The re-exec state file: virtlockd 9.0's JSON (spec §9.3), both ways.
+//! The re-exec state file: virtlockd 9.0's JSON (docs/protocol.md §9.3), both ways.
 //!
 //! ```text
 //! { "daemon": { "servers": { "admin": Server, "virtlockd": Server } },

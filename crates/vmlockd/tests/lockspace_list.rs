@@ -1,4 +1,4 @@
-//! Quirk 17: named lockspaces outlive a daemon restart. libvirt creates its
+//! docs/quirks.md #17: named lockspaces outlive a daemon restart. libvirt creates its
 //! lockspaces once, when its lock driver starts; after virtlockd is restarted
 //! every lease in them fails ("Lockspace for path … does not exist") until
 //! libvirtd restarts too. vmlockd remembers them beside its sockets.

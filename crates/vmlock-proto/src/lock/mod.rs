@@ -1,4 +1,4 @@
-//! The lock-space program 0x0EA7BEEF version 1 (spec §3): procedure numbers, argument
+//! The lock-space program 0x0EA7BEEF version 1 (docs/protocol.md §3): procedure numbers, argument
 //! types, and decoding of a call's payload by procedure.
 //!
 //! ```text

@@ -1,5 +1,5 @@
 //! The `lockd` driver: the client of virtlockd's protocol, behaving as libvirt's
-//! `lock_driver_lockd.c` (spec §7).
+//! `lock_driver_lockd.c` (docs/protocol.md §7).
 //!
 //! ```text
 //! init      for dir in [file, lvm, scsi]_lockspace_dir (only if auto_disk_leases):

@@ -1,4 +1,4 @@
-//! How the lockd driver names a resource for the daemon (spec §7.2,
+//! How the lockd driver names a resource for the daemon (docs/protocol.md §7.2,
 //! `virLockManagerLockDaemonAddResource`).
 //!
 //! ```text
@@ -51,7 +51,7 @@ impl WireResource {
     }
 }
 
-/// The lowercase hex SHA-256 of a disk path string exactly as given (quirk 15).
+/// The lowercase hex SHA-256 of a disk path string exactly as given (docs/quirks.md #15).
 pub fn indirect_name(path: &str) -> String {
     Sha256::digest(path.as_bytes())
         .iter()

@@ -1,6 +1,6 @@
 //! The table of hostile cases and their expected outcomes.
 //!
-//! Expected replies are libvirt's (spec §1.7, §2, §3.5; pinned against the
+//! Expected replies are libvirt's (docs/protocol.md §1.7, §2, §3.5; pinned against the
 //! real virtlockd by `vmlock-compat/tests/framing.rs`, `flags.rs`,
 //! `register.rs`, `acquire.rs`) except where docs/compatibility.md lists a
 //! deliberate difference (name validation, UTF-8, AUTOCREATE in the default
@@ -13,7 +13,7 @@ use vmlock_testkit::frames::{
 use crate::custom;
 use crate::table::{Action, Case, Expect, HOSTILE_PID, Prelude, error, frame_with, header};
 
-/// The largest legal `len - 4` (spec §1.4).
+/// The largest legal `len - 4` (docs/protocol.md §1.4).
 pub const MESSAGE_MAX: u32 = 32 * 1024 * 1024;
 
 const DECODE: &str = "Unable to decode message payload";
