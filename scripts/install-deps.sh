@@ -12,6 +12,7 @@
 #   gcc               cc, the linker rustc uses; also compiles the test-only rlimit shim the sanlock daemon runs with
 #   libc6-dev         the C library's startup files and headers cc links and compiles with (only recommended by gcc)
 #   dpkg-dev          dpkg-buildpackage, which scripts/build-deb.sh builds the vmlock package with
+#   build-essential   dpkg-buildpackage refuses to build without it (an implied build dependency)
 #   debhelper         the package's debian/rules (dh, dpkg-shlibdeps for Depends, dpkg-divert scripts)
 #   go-md2man         renders docs/man/*.md to the package's roff man pages
 #   lintian           checks the package (scripts/build-deb.sh fails on its errors and warnings)
@@ -19,7 +20,7 @@
 #                     (the package's server is not started by the tests; ~96 MB installed)
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev debhelper go-md2man lintian prometheus)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
