@@ -37,8 +37,9 @@
 //! lifeline again before serving) and the etcd back end (the release goes
 //! through the same engine call, which tells the arbiter).
 //!
-//! Cost on the request path: one map look-up per resource call, and a
-//! `poll` only when the owner has a lifeline besides the calling connection
+//! Cost on the request path: an atomic load per resource call while there
+//! is no lifeline; otherwise a B-tree look-up under a mutex, and a `poll`
+//! only when the owner has a lifeline besides the calling connection
 //! (libvirtd acting for a running QEMU: hotplug, pause, resume).
 
 use std::collections::BTreeMap;
@@ -300,14 +301,10 @@ impl Lifelines {
         set.len()
     }
 
-    /// How many lifelines are recorded (tests and status).
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Whether none is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Whether no lifeline is recorded (the model check's bookkeeping).
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
     }
 }
 
