@@ -26,19 +26,16 @@ use std::task::Poll;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use vmlock_proto::error::WireError;
 use vmlock_proto::frame;
-use vmlock_proto::header::Header;
-use vmlock_proto::keepalive;
-use vmlock_proto::lock;
-use vmlock_proto::route::{self, KeepaliveAction, Route};
 
+use crate::ctx::{Ctx, Handover, Mode, ServerKind};
+use crate::dispatch::{self, Reply};
+use crate::lifeline::ConnCtl;
 use crate::lifeline::Lifeline;
 use crate::ratelimit::RateLimit;
-use crate::server::{ConnCtl, Ctx, Mode, ServerKind};
-use crate::session::{self, Session};
+use crate::session::Session;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
@@ -90,22 +87,6 @@ pub enum End {
     Closed,
     /// Stopped for a re-exec: the socket, its unread bytes and the session survive.
     Handover(Box<Handover>),
-}
-
-/// A connection parked for re-exec.
-#[derive(Debug)]
-pub struct Handover {
-    /// The socket.
-    pub stream: std::os::unix::net::UnixStream,
-    /// Bytes received but not yet processed.
-    pub unread: Vec<u8>,
-    /// The end of a reply the client has not read yet (it stopped reading
-    /// while the daemon stopped): written first if the connection resumes in
-    /// this process (a failed exec); a successful re-exec drops it, with a
-    /// warning, as virtlockd drops its unsent replies.
-    pub unsent: Vec<u8>,
-    /// The session.
-    pub session: Session,
 }
 
 static BAD_FRAME_LOG: RateLimit = RateLimit::per_second(5);
@@ -287,7 +268,7 @@ impl Io<'_> {
         }
         // The frame is handled where it lies and consumed afterwards.
         let body = self.unread.get(4..4 + len).unwrap_or_default();
-        let Some(reply) = handle(ctx, kind, s, body).await else {
+        let Some(reply) = dispatch::handle(ctx, kind, s, body).await else {
             if BAD_FRAME_LOG.allow() {
                 warn!(client = s.id, "closing connection: short header");
             }
@@ -456,18 +437,6 @@ enum Wake {
     Killed,
 }
 
-/// The answer to one frame.
-enum Reply {
-    /// Write nothing.
-    Nothing,
-    /// The 28-byte success reply, built without allocating.
-    Ok([u8; route::REPLY_OK_LEN]),
-    /// Any other frame.
-    Frame(Vec<u8>),
-    /// A frame, after which the connection closes (admin CONNECT_CLOSE).
-    FrameThenClose(Vec<u8>),
-}
-
 fn park(stream: UnixStream, unread: Vec<u8>, unsent: Vec<u8>, session: Session) -> End {
     match stream.into_std() {
         Ok(stream) => End::Handover(Box::new(Handover {
@@ -500,91 +469,6 @@ fn consume(buf: &mut Vec<u8>, n: usize) {
     buf.drain(..n.min(buf.len()));
     if buf.capacity() > RETAIN_MAX && buf.len() < RETAIN_MAX {
         buf.shrink_to(READ_CHUNK.max(buf.len()));
-    }
-}
-
-/// Handles one frame body; `None` closes the connection (short header),
-/// an empty reply writes nothing.
-async fn handle(ctx: &Arc<Ctx>, kind: ServerKind, s: &mut Session, body: &[u8]) -> Option<Reply> {
-    let msg = frame::parse_body_ref(body).ok()?;
-    let h = msg.header;
-    let reply = match route::route(&h, kind.programs()) {
-        Route::Drop | Route::Keepalive(KeepaliveAction::Ignore) => Reply::Nothing,
-        Route::Keepalive(KeepaliveAction::Pong) => Reply::Frame(keepalive::pong()),
-        Route::Reply(err) => Reply::Frame(route::reply_error(&h, &err)),
-        Route::Lock(p) => lock_call(ctx, s, &h, p, msg.payload).await,
-        Route::Admin(p) => admin_call(ctx, s, &h, p, msg.payload).await,
-        Route::Inquiry(p) => Reply::Frame(crate::inquiry::call(ctx, s, &h, p, msg.payload).await),
-    };
-    Some(reply)
-}
-
-async fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[u8]) -> Reply {
-    let Some(p) = vmlock_proto::admin::Procedure::from_i32(p) else {
-        return Reply::Frame(route::reply_error(h, &WireError::unknown_procedure(p)));
-    };
-    let call = match vmlock_proto::admin::decode_call(p, payload) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(client = s.id, "undecodable admin payload: {e}");
-            return Reply::Frame(route::reply_error(h, &WireError::payload_decode()));
-        }
-    };
-    match crate::admin::dispatch(ctx, call).await {
-        Ok(a) => {
-            let mut e = vmlock_proto::xdr::Encoder::new();
-            a.ret.encode(&mut e);
-            let frame = route::reply_with(h, e.as_slice());
-            if a.close {
-                Reply::FrameThenClose(frame)
-            } else {
-                Reply::Frame(frame)
-            }
-        }
-        Err(e) => {
-            debug!(client = s.id, code = e.code, "admin call failed: {e}");
-            Reply::Frame(route::reply_error(h, &e))
-        }
-    }
-}
-
-async fn lock_call(
-    ctx: &Arc<Ctx>,
-    s: &mut Session,
-    h: &Header,
-    p: lock::Procedure,
-    payload: &[u8],
-) -> Reply {
-    let call = match lock::decode_call_lenient(p, payload) {
-        Ok(c) => c,
-        Err(e) => {
-            debug!(client = s.id, "undecodable payload: {e}");
-            return Reply::Frame(route::reply_error(
-                h,
-                &WireError::rpc("Unable to decode message payload"),
-            ));
-        }
-    };
-    let t0 = ctx
-        .shared
-        .stats
-        .requests()
-        .map(|_| std::time::Instant::now());
-    let r = session::dispatch(&ctx.shared, s, call).await;
-    if let (Some(m), Some(t0)) = (ctx.shared.stats.requests(), t0) {
-        m.observe(p, r.is_ok(), t0.elapsed());
-    }
-    match r {
-        Ok(()) => Reply::Ok(route::reply_ok_frame(h)),
-        Err(e) => {
-            debug!(
-                client = s.id,
-                code = e.code,
-                "{}",
-                e.message.as_deref().unwrap_or("")
-            );
-            Reply::Frame(route::reply_error(h, &e))
-        }
     }
 }
 

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::conn::Handover;
-use crate::server::{self, Ctx, Mode, ServerKind};
+use crate::ctx::{Ctx, Handover, Mode, ServerKind};
+use crate::server;
 
 /// How long an orderly shutdown may take before the daemon exits anyway.
 pub const SHUTDOWN_WATCHDOG: Duration = Duration::from_secs(30);

@@ -60,6 +60,7 @@ const PRUNE_EVERY_NS: u64 = 1_000_000_000;
 const STACK: usize = 64 * 1024;
 
 /// The socket of the helper that guards the holders of `state_path`'s record.
+#[cfg(feature = "etcd")]
 pub fn socket_path(state_path: &Path) -> PathBuf {
     let mut p = state_path.as_os_str().to_owned();
     p.push(".fence.sock");
@@ -234,7 +235,8 @@ impl Core {
     }
 
     /// The guarded pids.
-    pub fn pids(&self) -> Vec<u32> {
+    #[cfg(test)]
+    fn pids(&self) -> Vec<u32> {
         self.guarded.keys().copied().collect()
     }
 

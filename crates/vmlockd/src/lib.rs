@@ -8,35 +8,44 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod activation;
-pub mod admin;
-pub mod cli;
+// The public surface is the two programs' entry points (and what the
+// crate's own tests and fuzz targets reach); every module is crate-private,
+// so the compiler reports whatever nothing uses.
+mod activation;
+mod cli;
 #[cfg(feature = "etcd")]
-pub mod cluster;
-pub mod conn;
-pub mod daemon;
-pub mod error;
-pub mod fenced;
+mod cluster;
+mod conn;
+mod ctx;
+mod daemon;
+mod dispatch;
+mod error;
+mod fenced;
 #[cfg(feature = "etcd")]
-pub mod fencelink;
-pub mod fsexec;
+mod fencelink;
+mod fsexec;
 mod fuzzing;
-pub mod holder;
-pub mod inquiry;
-pub mod lifeline;
-pub mod logging;
-pub mod lslist;
-pub mod metrics;
-pub mod owners;
-pub mod paths;
-pub mod pidfile;
-pub mod ratelimit;
-pub mod reexec;
-pub mod server;
-pub mod session;
-pub mod state;
-pub mod statebin;
+mod holder;
+mod lifeline;
+mod logging;
+mod lslist;
+mod metrics;
+mod owners;
+mod paths;
+mod pidfile;
+mod ratelimit;
+mod reexec;
+mod server;
+mod session;
+mod state;
+mod statebin;
+mod stats;
 
+pub use fenced::main_entry as fenced_main;
+
+#[doc(hidden)]
+#[cfg(feature = "etcd")]
+pub use fencelink::{FenceLink, LinkConfig};
 #[doc(hidden)]
 pub use fuzzing::{fuzz_entry_read_state, fuzz_entry_read_statebin};
 
@@ -48,8 +57,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::ctx::{Ctx, Handover, ServerKind};
 use crate::daemon::{Listener, Stopped};
-use crate::server::{Ctx, ServerKind};
 
 /// virtlockd's exit codes (`virdaemon.h`).
 pub mod exit {
@@ -156,7 +165,7 @@ pub fn load_config(
 }
 
 fn run(cli: cli::Cli) -> Result<(), Fatal> {
-    let _ = inquiry::IMAGE_START.set(std::time::Instant::now());
+    let _ = stats::IMAGE_START.set(std::time::Instant::now());
     // First, while this is the only thread: consume systemd's variables.
     let act_env = activation::ActivationEnv::take_from_process();
     let env = paths::Env::from_process();
@@ -220,7 +229,7 @@ struct Started {
     runtime: tokio::runtime::Runtime,
     ctx: Arc<Ctx>,
     listeners: Vec<Listener>,
-    conns: Vec<(ServerKind, conn::Handover)>,
+    conns: Vec<(ServerKind, Handover)>,
     signals: daemon::Signals,
     timeout: Option<u32>,
     state_file: std::path::PathBuf,
@@ -324,7 +333,7 @@ fn start(
     let reexec_locks = (!cold_start).then(|| engine.counts().0);
     let shared = Arc::new(session::Shared {
         owners: owners::Owners::new(conf.refusal_names_holder),
-        stats: inquiry::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
+        stats: stats::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
         engine,
         // With a cluster back end every acquire is a network round trip:
         // keep all of them off the event loop.
@@ -433,7 +442,7 @@ fn start_cluster(
 type RestoredParts = (
     lockspace::Engine,
     Vec<Listener>,
-    Vec<(ServerKind, conn::Handover)>,
+    Vec<(ServerKind, Handover)>,
     // Next client ids and client limits, main and admin.
     ((u64, u64), (Option<u64>, Option<u64>)),
 );

@@ -2,16 +2,16 @@
 //! or an absolute path (a UNIX socket). Off by default.
 //!
 //! ```text
-//!  request path  conn::lock_call ─► Requests::observe   (only when on: a few
+//!  request path  dispatch::lock_call ─► Requests::observe   (only when on: a few
 //!                                   relaxed atomic adds, two clock reads)
-//!  scrape        GET /metrics ─► blocking pool: inquiry::status + counters
+//!  scrape        GET /metrics ─► blocking pool: dispatch::inquiry::status + counters
 //!                ─► prometheus-client's Prometheus text encoder
 //! ```
 //! Everything but the request counters and the latency histogram is read
 //! at scrape time from what STATUS reports, so the two always agree.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -23,62 +23,8 @@ use tracing::warn;
 use vmlock_proto::admin::TypedValue;
 use vmlock_proto::lock::Procedure;
 
-use crate::server::Ctx;
-
-/// Upper bounds of the latency buckets, in nanoseconds (compared as
-/// integers on the request path).
-const BOUNDS_NS: [u64; 14] = [
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    100_000_000,
-    250_000_000,
-    1_000_000_000,
-];
-
-/// The same bounds in seconds, as exported.
-pub const BOUNDS: [f64; 14] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-    0.1, 0.25, 1.0,
-];
-
-/// Lock-program requests by procedure and result, and their latency.
-#[derive(Debug, Default)]
-pub struct Requests {
-    /// `[procedure 1..=8][ok, error]` (index 0 unused).
-    counts: [[AtomicU64; 2]; 9],
-    /// One per bound, and the last for +Inf (not cumulative).
-    buckets: [AtomicU64; BOUNDS.len() + 1],
-    sum_ns: AtomicU64,
-}
-
-impl Requests {
-    /// Counts one request.
-    pub fn observe(&self, p: Procedure, ok: bool, took: Duration) {
-        let (i, r) = (p.to_i32() as usize, usize::from(!ok));
-        if let Some(c) = self.counts.get(i).and_then(|c| c.get(r)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        // Most requests fall in the first buckets: a short integer scan.
-        let b = BOUNDS_NS
-            .iter()
-            .position(|&b| ns <= b)
-            .unwrap_or(BOUNDS_NS.len());
-        if let Some(c) = self.buckets.get(b) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-}
+use crate::ctx::Ctx;
+use crate::stats::BOUNDS;
 
 /// Where to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,7 +289,7 @@ const FROM_STATUS: &[(&str, &str, &str, MetricType, f64)] = &[
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let ctx = &self.0;
-        let status = crate::inquiry::status(ctx);
+        let status = crate::dispatch::inquiry::status(ctx);
         let get = |f: &str| status.iter().find(|p| p.field == f).map(|p| num(&p.value));
         for &(field, name, help, ty, scale) in FROM_STATUS {
             let Some(v) = get(field) else { continue };
@@ -427,28 +373,5 @@ mod tests {
         );
         assert!(Listen::parse("localhost").is_err());
         assert!(Listen::parse("run/m.sock").is_err());
-    }
-
-    #[test]
-    fn bounds_agree() {
-        for (ns, s) in BOUNDS_NS.iter().zip(BOUNDS) {
-            assert!((*ns as f64 / 1e9 - s).abs() < 1e-12, "{ns} {s}");
-        }
-    }
-
-    #[test]
-    fn observe_counts_and_buckets() {
-        let r = Requests::default();
-        r.observe(Procedure::AcquireResource, true, Duration::from_micros(7));
-        r.observe(Procedure::AcquireResource, false, Duration::from_millis(3));
-        r.observe(Procedure::Register, true, Duration::from_secs(9));
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        assert_eq!(load(&r.counts[6][0]), 1);
-        assert_eq!(load(&r.counts[6][1]), 1);
-        assert_eq!(load(&r.counts[1][0]), 1);
-        assert_eq!(load(&r.buckets[0]), 1, "7 µs ≤ 10 µs");
-        assert_eq!(load(&r.buckets[8]), 1, "3 ms ≤ 5 ms");
-        assert_eq!(load(&r.buckets[BOUNDS.len()]), 1, "+Inf");
-        assert_eq!(load(&r.sum_ns), 9_003_007_000);
     }
 }

@@ -85,11 +85,6 @@ impl Owners {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a refused acquire names who holds the resource.
-    pub fn names_holder(&self) -> bool {
-        self.names_holder
-    }
-
     /// Records a REGISTER. `held` says whether a pid still holds locks,
     /// for pruning.
     pub fn register(&self, owner: &Owner, held: impl Fn() -> Vec<u32>) {
@@ -128,11 +123,6 @@ impl Owners {
     /// How many owners are known.
     pub fn len(&self) -> usize {
         self.table().by_pid.len()
-    }
-
-    /// Whether no owner is known.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The text appended to a refusal naming holder `pid`: ` by domain

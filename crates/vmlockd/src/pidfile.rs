@@ -87,11 +87,6 @@ impl PidFile {
         }
         Err(io_err(io::Error::other("the file kept being replaced")))
     }
-
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for PidFile {

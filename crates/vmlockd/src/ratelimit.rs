@@ -54,7 +54,8 @@ impl RateLimit {
     }
 
     /// Events suppressed since the last call (resets the counter).
-    pub fn take_suppressed(&self) -> u64 {
+    #[cfg(test)]
+    fn take_suppressed(&self) -> u64 {
         self.suppressed.swap(0, Ordering::Relaxed)
     }
 }

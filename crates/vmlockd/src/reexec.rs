@@ -35,9 +35,8 @@ use std::time::Duration;
 use lockspace::{Adopted, Engine, EngineOptions, RestoreReport};
 use vmlock_proto::lock::Owner;
 
-use crate::conn::Handover;
+use crate::ctx::{Ctx, Handover, ServerKind};
 use crate::daemon::Listener;
-use crate::server::{Ctx, ServerKind};
 use crate::session::Session;
 use crate::state::{self, ClientRef, LockPriv, ServerRef, SockRef, State};
 use crate::statebin;

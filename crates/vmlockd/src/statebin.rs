@@ -225,7 +225,8 @@ pub(crate) fn decode_payload(payload: &[u8], pid: u32) -> Result<State, DecodeEr
 }
 
 /// [`check`] and [`Checked::decode`] in one.
-pub fn decode(buf: &[u8], me: (u32, u64)) -> Result<(Origin, State), BinError> {
+#[cfg(test)]
+fn decode(buf: &[u8], me: (u32, u64)) -> Result<(Origin, State), BinError> {
     let c = check(buf, me)?;
     Ok((c.origin, c.decode()?))
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use vmlock_etcd::Deadlines;
-use vmlockd::fencelink::{FenceLink, LinkConfig};
+use vmlockd::{FenceLink, LinkConfig};
 
 struct Proc(Child);
 

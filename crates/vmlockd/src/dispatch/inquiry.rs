@@ -16,9 +16,9 @@
 //! lock program's request path; it runs on the blocking pool.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tracing::{info, warn};
 use vmlock_proto::admin::{TypedParam, TypedValue};
@@ -30,114 +30,9 @@ use vmlock_proto::inquiry::{
 use vmlock_proto::route;
 use vmlock_proto::xdr::XdrEncode;
 
+use crate::ctx::Ctx;
 use crate::owners::OwnerMeta;
-use crate::server::Ctx;
 use crate::session::Session;
-
-/// When this process image started (set first thing in `main`), for the
-/// blackout of a re-exec.
-pub static IMAGE_START: OnceLock<Instant> = OnceLock::new();
-
-/// What the last re-exec looked like from this image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reexec {
-    /// When this image began serving, seconds since the epoch.
-    pub at: i64,
-    /// From the exec of this image to serving.
-    pub blackout: Duration,
-    /// Locks carried over.
-    pub locks: usize,
-}
-
-/// The cluster back end's state, when there is one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterStatus {
-    /// This host's name in the cluster.
-    pub host_id: String,
-    /// The etcd endpoints.
-    pub endpoints: Vec<String>,
-    /// The lease in use (`None` after a fence, until the next grant).
-    pub lease_id: Option<i64>,
-    /// Time until this host fences itself.
-    pub time_left: Option<Duration>,
-    /// Round trip of the last answered keepalive.
-    pub last_rtt: Option<Duration>,
-    /// A keepalive was answered recently.
-    pub healthy: bool,
-    /// Fences since start.
-    pub fences: u64,
-    /// Cluster locks held by this host.
-    pub locks: usize,
-    /// Locks adopted from the previous run.
-    pub adopted: usize,
-}
-
-/// Daemon-wide counters and facts for STATUS.
-#[derive(Debug)]
-pub struct Stats {
-    started: i64,
-    started_at: Instant,
-    lock_kind: &'static str,
-    refusals: AtomicU64,
-    forced_releases: AtomicU64,
-    forced_terminations: AtomicU64,
-    reexec: OnceLock<Reexec>,
-    /// Request counters and latency, when metrics are on.
-    requests: Option<crate::metrics::Requests>,
-}
-
-impl Stats {
-    /// Counters at zero; `lock_kind` as configured; request metrics
-    /// kept only if `metrics` (they cost the request path a little).
-    pub fn new(lock_kind: &'static str, metrics: bool) -> Stats {
-        Stats {
-            started: epoch_secs(),
-            started_at: Instant::now(),
-            lock_kind,
-            refusals: AtomicU64::new(0),
-            forced_releases: AtomicU64::new(0),
-            forced_terminations: AtomicU64::new(0),
-            reexec: OnceLock::new(),
-            requests: metrics.then(crate::metrics::Requests::default),
-        }
-    }
-
-    /// An acquire was refused because the resource is held.
-    pub fn refused(&self) {
-        self.refusals.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Request metrics, if on.
-    pub fn requests(&self) -> Option<&crate::metrics::Requests> {
-        self.requests.as_ref()
-    }
-
-    /// Acquires refused because the resource was held.
-    pub fn refusals(&self) -> u64 {
-        self.refusals.load(Ordering::Relaxed)
-    }
-
-    /// Locks released by force.
-    pub fn forced_releases(&self) -> u64 {
-        self.forced_releases.load(Ordering::Relaxed)
-    }
-
-    /// This image was started by a re-exec that carried `locks` locks.
-    pub fn set_reexec(&self, locks: usize) {
-        let blackout = IMAGE_START.get().map_or(Duration::ZERO, Instant::elapsed);
-        let _ = self.reexec.set(Reexec {
-            at: epoch_secs(),
-            blackout,
-            locks,
-        });
-    }
-}
-
-fn epoch_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 /// A failed call.
 type Failure = Box<WireError>;

@@ -1,0 +1,197 @@
+//! Daemon-wide counters and facts: what the inquiry program's STATUS and
+//! the Prometheus metrics report. Written on the request path (a relaxed
+//! atomic add each), read by `dispatch::inquiry` and `metrics`.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vmlock_proto::lock::Procedure;
+
+/// When this process image started (set first thing in `main`), for the
+/// blackout of a re-exec.
+pub static IMAGE_START: OnceLock<Instant> = OnceLock::new();
+
+/// What the last re-exec looked like from this image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reexec {
+    /// When this image began serving, seconds since the epoch.
+    pub at: i64,
+    /// From the exec of this image to serving.
+    pub blackout: Duration,
+    /// Locks carried over.
+    pub locks: usize,
+}
+
+/// The cluster back end's state, when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This host's name in the cluster.
+    pub host_id: String,
+    /// The etcd endpoints.
+    pub endpoints: Vec<String>,
+    /// The lease in use (`None` after a fence, until the next grant).
+    pub lease_id: Option<i64>,
+    /// Time until this host fences itself.
+    pub time_left: Option<Duration>,
+    /// Round trip of the last answered keepalive.
+    pub last_rtt: Option<Duration>,
+    /// A keepalive was answered recently.
+    pub healthy: bool,
+    /// Fences since start.
+    pub fences: u64,
+    /// Cluster locks held by this host.
+    pub locks: usize,
+    /// Locks adopted from the previous run.
+    pub adopted: usize,
+}
+
+/// Daemon-wide counters and facts for STATUS.
+#[derive(Debug)]
+pub struct Stats {
+    pub(crate) started: i64,
+    pub(crate) started_at: Instant,
+    pub(crate) lock_kind: &'static str,
+    pub(crate) refusals: AtomicU64,
+    pub(crate) forced_releases: AtomicU64,
+    pub(crate) forced_terminations: AtomicU64,
+    pub(crate) reexec: OnceLock<Reexec>,
+    /// Request counters and latency, when metrics are on.
+    pub(crate) requests: Option<Requests>,
+}
+
+impl Stats {
+    /// Counters at zero; `lock_kind` as configured; request metrics
+    /// kept only if `metrics` (they cost the request path a little).
+    pub fn new(lock_kind: &'static str, metrics: bool) -> Stats {
+        Stats {
+            started: epoch_secs(),
+            started_at: Instant::now(),
+            lock_kind,
+            refusals: AtomicU64::new(0),
+            forced_releases: AtomicU64::new(0),
+            forced_terminations: AtomicU64::new(0),
+            reexec: OnceLock::new(),
+            requests: metrics.then(Requests::default),
+        }
+    }
+
+    /// An acquire was refused because the resource is held.
+    pub fn refused(&self) {
+        self.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Request metrics, if on.
+    pub fn requests(&self) -> Option<&Requests> {
+        self.requests.as_ref()
+    }
+
+    /// Acquires refused because the resource was held.
+    pub fn refusals(&self) -> u64 {
+        self.refusals.load(Ordering::Relaxed)
+    }
+
+    /// Locks released by force.
+    pub fn forced_releases(&self) -> u64 {
+        self.forced_releases.load(Ordering::Relaxed)
+    }
+
+    /// This image was started by a re-exec that carried `locks` locks.
+    pub fn set_reexec(&self, locks: usize) {
+        let blackout = IMAGE_START.get().map_or(Duration::ZERO, Instant::elapsed);
+        let _ = self.reexec.set(Reexec {
+            at: epoch_secs(),
+            blackout,
+            locks,
+        });
+    }
+}
+
+fn epoch_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Upper bounds of the latency buckets, in nanoseconds (compared as
+/// integers on the request path).
+pub(crate) const BOUNDS_NS: [u64; 14] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// The same bounds in seconds, as exported.
+pub const BOUNDS: [f64; 14] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.1, 0.25, 1.0,
+];
+
+/// Lock-program requests by procedure and result, and their latency.
+#[derive(Debug, Default)]
+pub struct Requests {
+    /// `[procedure 1..=8][ok, error]` (index 0 unused).
+    pub(crate) counts: [[AtomicU64; 2]; 9],
+    /// One per bound, and the last for +Inf (not cumulative).
+    pub(crate) buckets: [AtomicU64; BOUNDS.len() + 1],
+    pub(crate) sum_ns: AtomicU64,
+}
+
+impl Requests {
+    /// Counts one request.
+    pub fn observe(&self, p: Procedure, ok: bool, took: Duration) {
+        let (i, r) = (p.to_i32() as usize, usize::from(!ok));
+        if let Some(c) = self.counts.get(i).and_then(|c| c.get(r)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        // Most requests fall in the first buckets: a short integer scan.
+        let b = BOUNDS_NS
+            .iter()
+            .position(|&b| ns <= b)
+            .unwrap_or(BOUNDS_NS.len());
+        if let Some(c) = self.buckets.get(b) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_agree() {
+        for (ns, s) in BOUNDS_NS.iter().zip(BOUNDS) {
+            assert!((*ns as f64 / 1e9 - s).abs() < 1e-12, "{ns} {s}");
+        }
+    }
+
+    #[test]
+    fn observe_counts_and_buckets() {
+        let r = Requests::default();
+        r.observe(Procedure::AcquireResource, true, Duration::from_micros(7));
+        r.observe(Procedure::AcquireResource, false, Duration::from_millis(3));
+        r.observe(Procedure::Register, true, Duration::from_secs(9));
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&r.counts[6][0]), 1);
+        assert_eq!(load(&r.counts[6][1]), 1);
+        assert_eq!(load(&r.counts[1][0]), 1);
+        assert_eq!(load(&r.buckets[0]), 1, "7 µs ≤ 10 µs");
+        assert_eq!(load(&r.buckets[8]), 1, "3 ms ≤ 5 ms");
+        assert_eq!(load(&r.buckets[BOUNDS.len()]), 1, "+Inf");
+        assert_eq!(load(&r.sum_ns), 9_003_007_000);
+    }
+}
