@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use crate::error::{ConfError, Warning};
+use crate::file::read_file;
 use crate::keys::{self, Key};
-use crate::{read_file, syntax};
+use crate::syntax;
 
 /// How the daemon takes new locks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

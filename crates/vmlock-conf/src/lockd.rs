@@ -15,8 +15,9 @@
 use std::path::Path;
 
 use crate::error::{ConfError, Warning};
+use crate::file::read_file;
 use crate::keys::{self, Key};
-use crate::{read_file, syntax};
+use crate::syntax;
 
 /// Everything `qemu-lockd.conf` can set. `Default` is the "file missing" case.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@
 use std::path::Path;
 
 use crate::error::{ConfError, Warning};
+use crate::file::read_file;
 use crate::keys::{self, Key};
-use crate::{read_file, syntax};
+use crate::syntax;
 
 /// libvirt's default `disk_lease_dir` (`LOCALSTATEDIR/lib/libvirt/sanlock`).
 pub const DEFAULT_DISK_LEASE_DIR: &str = "/var/lib/libvirt/sanlock";

@@ -275,7 +275,7 @@ impl Daemon {
 
     /// Waits up to `timeout` for the daemon to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        crate::wait_until(timeout, || self.try_status().is_some());
+        crate::wait::wait_until(timeout, || self.try_status().is_some());
         self.try_status()
     }
 

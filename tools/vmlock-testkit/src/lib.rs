@@ -31,13 +31,13 @@ pub mod reexec;
 pub mod sanlockd;
 pub mod script;
 pub mod sentinel;
+pub mod wait;
 
 pub use conn::RawConn;
 pub use daemon::{Daemon, DaemonSpec};
 pub use flavor::{Flavor, tool_binary, vmlockd_binary};
 pub use frames::{Header, WireError, decode_reply};
-
-use std::time::{Duration, Instant};
+pub use wait::wait_until;
 
 /// The indirect lease name libvirt's lockd client uses for a disk path:
 /// the lowercase hex SHA-256 of the path string exactly as written.
@@ -47,23 +47,6 @@ pub fn lease_name(disk_path: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Polls `cond` every few milliseconds until it is true or `timeout` passes.
-/// Returns the last value of `cond`.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(25));
-    }
 }
 
 #[cfg(test)]
@@ -77,17 +60,5 @@ mod tests {
             lease_name(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-    }
-
-    #[test]
-    fn wait_until_reports_success_and_timeout() {
-        let start = Instant::now();
-        let mut n = 0;
-        assert!(wait_until(Duration::from_secs(5), || {
-            n += 1;
-            n == 3
-        }));
-        assert!(!wait_until(Duration::from_millis(30), || false));
-        assert!(start.elapsed() >= Duration::from_millis(30));
     }
 }

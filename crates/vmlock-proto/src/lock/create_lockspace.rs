@@ -1,6 +1,6 @@
 //! CREATE_LOCKSPACE (proc 8): `NonNullString path` (no flags field).
 
-use super::STRING_MAX;
+use crate::limits::LOCK_STRING_MAX as STRING_MAX;
 use crate::xdr::{DecodeError, Decoder, Encoder, XdrDecode, XdrEncode};
 
 /// CREATE_LOCKSPACE arguments.

@@ -1,6 +1,6 @@
 //! NEW (proc 3): `NonNullString path; unsigned flags`.
 
-use super::STRING_MAX;
+use crate::limits::LOCK_STRING_MAX as STRING_MAX;
 use crate::xdr::{DecodeError, Decoder, Encoder, XdrDecode, XdrEncode};
 
 /// NEW arguments.

@@ -4,7 +4,7 @@
 //! [uuid 16 raw bytes][name len u32][name bytes + pad][id u32][pid u32][flags u32]
 //! ```
 
-use super::STRING_MAX;
+use crate::limits::LOCK_STRING_MAX as STRING_MAX;
 use crate::xdr::{DecodeError, Decoder, Encoder, XdrDecode, XdrEncode};
 
 /// `virLockSpaceProtocolOwner`: who holds the locks taken on a connection.

@@ -5,7 +5,7 @@
 //! [path len u32][path + pad][name len u32][name + pad][flags u32]
 //! ```
 
-use super::STRING_MAX;
+use crate::limits::LOCK_STRING_MAX as STRING_MAX;
 use crate::xdr::{DecodeError, Decoder, Encoder, XdrDecode, XdrEncode};
 
 /// Arguments shared by the four resource procedures.

@@ -8,9 +8,20 @@ use vmlock_proto::lock::Owner;
 
 use super::LockdDriver;
 use super::naming::{WireResource, disk_resource, lease_resource};
-use crate::driver::LockManager;
+use crate::driver::{LockDriver, LockManager};
 use crate::error::{LockError, Result, VIR_ERR_CONFIG_UNSUPPORTED};
 use crate::types::{AcquireFlags, Domain, Resource};
+
+/// The driver's half of the lock-driver API: every domain gets a session.
+impl LockDriver for LockdDriver {
+    fn name(&self) -> &'static str {
+        "lockd"
+    }
+
+    fn new_manager(&self, domain: &Domain) -> Result<Box<dyn LockManager>> {
+        Ok(Box::new(LockdManager::new(self.clone(), domain)?))
+    }
+}
 
 /// A lockd session for one domain.
 #[derive(Debug)]
@@ -50,16 +61,6 @@ impl LockdManager {
             resources: Vec::new(),
             has_rw_disks: false,
         })
-    }
-
-    /// The resources as they will be sent, in order.
-    pub fn resources(&self) -> &[WireResource] {
-        &self.resources
-    }
-
-    /// The owner sent in REGISTER.
-    pub fn owner(&self) -> &Owner {
-        &self.owner
     }
 
     /// A new connection with the owner registered.

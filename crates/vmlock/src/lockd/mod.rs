@@ -24,11 +24,8 @@ use std::sync::Arc;
 use vmlock_client::{Client, default_socket_path};
 use vmlock_conf::LockdConfig;
 
-use crate::driver::{LockDriver, LockManager};
 use crate::error::{LockError, Result};
-use crate::types::Domain;
 
-pub use manager::LockdManager;
 pub use naming::{DeviceKeys, SystemDeviceKeys, WireResource, indirect_name};
 
 /// The lockd driver: a config, a socket path and a device-key lookup.
@@ -104,15 +101,5 @@ impl LockdDriver {
 
     fn connect(&self) -> Result<Client> {
         Ok(Client::connect(&self.socket)?)
-    }
-}
-
-impl LockDriver for LockdDriver {
-    fn name(&self) -> &'static str {
-        "lockd"
-    }
-
-    fn new_manager(&self, domain: &Domain) -> Result<Box<dyn LockManager>> {
-        Ok(Box::new(LockdManager::new(self.clone(), domain)?))
     }
 }
