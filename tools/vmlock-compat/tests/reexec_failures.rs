@@ -182,7 +182,8 @@ fn serves(d: &Daemon) {
     assert_eq!(r.0, 0, "{}", r.1);
 }
 
-const SAMPLE: &str = include_str!("../../../crates/vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json");
+const SAMPLE: &str =
+    include_str!("../../../crates/vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json");
 
 #[test]
 fn bad_state_files_at_start_mean_a_fresh_start() {

@@ -24,7 +24,8 @@ use vmlock_testkit::{
 };
 
 const SIGKILL: i32 = 9;
-const FIXTURE: &str = include_str!("../../../crates/vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json");
+const FIXTURE: &str =
+    include_str!("../../../crates/vmlockd/tests/fixtures/virtlockd-9.0-restart-state.json");
 
 /// A `vmlock-hold --register` process: registered as itself, holding one lock.
 type Holder = RegisteredHolder;
