@@ -25,7 +25,7 @@ use vmlock_sys::lock::LockKind;
 use crate::Error;
 use crate::fsops::{self, Disposal, Ident};
 use crate::names;
-use crate::state::{Found, Gone, Key, Owner, Resource, State};
+use crate::tables::{Found, Gone, Key, Owner, Resource, Tables};
 use crate::types::{AcquireFlags, ClusterArbiter, EngineOptions, ResourceInfo, ResourceKey, Stats};
 
 #[cfg(test)]
@@ -37,7 +37,7 @@ const MAX_TRIES: usize = 5;
 /// The lockspace engine. `Send + Sync`: share it with an `Arc`.
 #[derive(Debug)]
 pub struct Engine {
-    pub(crate) state: Mutex<State>,
+    pub(crate) tables: Mutex<Tables>,
     pub(crate) kind: LockKind,
     pub(crate) arbiter: Option<Arc<dyn ClusterArbiter>>,
     pub(crate) inherit_fds: bool,
@@ -60,7 +60,7 @@ impl Drop for Reservation<'_> {
         if self.key.is_none() && self.ident.is_none() {
             return;
         }
-        let mut st = self.engine.state();
+        let mut st = self.engine.tables();
         if let Some(key) = self.key.take() {
             st.unreserve_name(key);
         }
@@ -81,7 +81,7 @@ impl Engine {
     /// A new engine holding nothing, with only the default lockspace.
     pub fn new(opts: EngineOptions) -> Engine {
         Engine {
-            state: Mutex::new(State::default()),
+            tables: Mutex::new(Tables::default()),
             kind: opts.lock_kind,
             arbiter: opts.arbiter,
             inherit_fds: opts.inherit_fds,
@@ -95,8 +95,8 @@ impl Engine {
     }
 
     /// The table lock; a panic elsewhere never makes the tables unusable.
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// CREATE_LOCKSPACE: idempotent; `""` (the default) always exists. A
@@ -110,7 +110,7 @@ impl Engine {
             return Ok(());
         }
         fsops::make_lockspace_dir(path)?;
-        self.state().named.insert(path.to_owned());
+        self.tables().named.insert(path.to_owned());
         Ok(())
     }
 
@@ -118,12 +118,12 @@ impl Engine {
     /// hung filesystem cannot stall the caller): for lockspaces remembered
     /// from before a restart. True if it was not known yet.
     pub fn remember_lockspace(&self, path: &str) -> bool {
-        !path.is_empty() && self.state().named.insert(path.to_owned())
+        !path.is_empty() && self.tables().named.insert(path.to_owned())
     }
 
     /// The named lockspaces' directories, sorted.
     pub fn lockspace_paths(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.state().named.iter().cloned().collect();
+        let mut v: Vec<String> = self.tables().named.iter().cloned().collect();
         v.sort_unstable();
         v
     }
@@ -141,7 +141,7 @@ impl Engine {
             return Err(exists());
         }
         fsops::make_lockspace_dir(path)?;
-        if self.state().named.insert(path.to_owned()) {
+        if self.tables().named.insert(path.to_owned()) {
             Ok(())
         } else {
             Err(exists())
@@ -151,7 +151,7 @@ impl Engine {
     /// Whether the lockspace exists (`""` always does).
     pub fn has_lockspace(&self, path: &str) -> bool {
         // The default lockspace (every direct lease) needs no table lock.
-        path.is_empty() || self.state().has_lockspace(path)
+        path.is_empty() || self.tables().has_lockspace(path)
     }
 
     /// CREATE_RESOURCE: touch the lease file (mode 0600, not locked).
@@ -174,7 +174,7 @@ impl Engine {
     ) -> Result<(), Error> {
         let key: Key = Arc::new((lockspace.to_owned(), name.to_owned()));
         let path = {
-            let mut st = self.state();
+            let mut st = self.tables();
             st.check_lockspace(lockspace)?;
             let path = names::resource_path(lockspace, name)?;
             // Exclusive claim: anything held is busy.
@@ -187,7 +187,7 @@ impl Engine {
             ident: None,
         };
         if let Ok(ident) = fsops::stat_ident(&path) {
-            self.state().claim_ident(ident, false, name)?;
+            self.tables().claim_ident(ident, false, name)?;
             guard.ident = Some(ident);
         }
         op(&path)
@@ -229,7 +229,7 @@ impl Engine {
 
     fn acquire_once(&self, key: &Key, owner: u32, flags: AcquireFlags) -> Result<Step, Error> {
         let (path, found, open_first) = {
-            let mut st = self.state();
+            let mut st = self.tables();
             st.check_lockspace(&key.0)?;
             let path = names::resource_path(&key.0, &key.1)?;
             if flags.autocreate && key.0.is_empty() {
@@ -273,7 +273,7 @@ impl Engine {
         if let Some(ident) = pre {
             // Bind first: a guard in the match scrutinee would live on
             // into `join`, which takes the lock again.
-            let found = self.state().claim_ident(ident, flags.shared, &key.1)?;
+            let found = self.tables().claim_ident(ident, flags.shared, &key.1)?;
             match found {
                 Found::Reserved => guard.ident = Some(ident),
                 Found::Join(id) => return self.join_reserved(guard, key, id, owner),
@@ -322,7 +322,7 @@ impl Engine {
             errno: Error::io(&e),
             create: flags.autocreate,
         })?;
-        let found = self.state().claim_ident(ident, flags.shared, &key.1)?;
+        let found = self.tables().claim_ident(ident, flags.shared, &key.1)?;
         match found {
             Found::Reserved => guard.ident = Some(ident),
             Found::Join(id) => {
@@ -361,7 +361,7 @@ impl Engine {
             None => {
                 // The file appeared between stat and open (or was created
                 // by us): reserve its identity now.
-                if self.state().claim_ident(ident, false, &key.1).is_err() {
+                if self.tables().claim_ident(ident, false, &key.1).is_err() {
                     return Ok(Step::Retry);
                 }
                 guard.ident = Some(ident);
@@ -384,7 +384,7 @@ impl Engine {
         flags: AcquireFlags,
     ) -> Result<Step, Error> {
         if !fsops::lock_file(&file, &path, self.kind, flags.shared)? {
-            return Err(crate::state::busy(&key.1, None));
+            return Err(crate::tables::busy(&key.1, None));
         }
         if flags.autocreate && fsops::stat_ident(&path).ok() != Some(ident) {
             // Another host unlinked or replaced it after our open.
@@ -403,7 +403,7 @@ impl Engine {
             owners: smallvec::smallvec![Owner {
                 pid: owner,
                 via: 0,
-                since: crate::state::now_secs(),
+                since: crate::tables::now_secs(),
             }],
         };
         self.arbitrate_and_commit(guard, res, owner)
@@ -429,7 +429,7 @@ impl Engine {
             });
             return Err(e);
         }
-        let mut st = self.state();
+        let mut st = self.tables();
         st.commit(res);
         guard.key = None;
         guard.ident = None;
@@ -443,7 +443,7 @@ impl Engine {
         if let Some(arb) = &self.arbiter {
             arb.acquire(&rk, true, owner)?;
         }
-        if self.state().join(id, key, owner) {
+        if self.tables().join(id, key, owner) {
             return Ok(Step::Done);
         }
         if let Some(arb) = &self.arbiter {
@@ -464,7 +464,7 @@ impl Engine {
     pub fn release_owned(&self, lockspace: String, name: String, owner: u32) -> Result<(), Error> {
         let key = (lockspace, name);
         let (via, gone) = {
-            let mut st = self.state();
+            let mut st = self.tables();
             st.check_lockspace(&key.0)?;
             st.release_one(&key, owner, self.arbiter.is_some())?
         };
@@ -484,7 +484,7 @@ impl Engine {
     /// Releases cannot fail today (an unlink failure is logged, as libvirt
     /// does); the `Result` leaves room for back ends that can.
     pub fn release_owner(&self, owner: u32) -> Result<usize, Error> {
-        let (touched, events, gone) = self.state().release_all(owner);
+        let (touched, events, gone) = self.tables().release_all(owner);
         for g in gone {
             self.dispose(g);
         }
@@ -499,26 +499,26 @@ impl Engine {
     fn dispose(&self, gone: Gone) {
         if let Some((disposal, ident)) = gone.disposal {
             fsops::dispose(disposal);
-            self.state().unbusy(ident);
+            self.tables().unbusy(ident);
         }
     }
 
     /// Distinct owner pids currently holding something, sorted.
     pub fn owners(&self) -> Vec<u32> {
-        self.state().owner_pids()
+        self.tables().owner_pids()
     }
 
     /// How many resources are held and how many lockspaces exist (the
     /// default one included), without [`Engine::stats`]'s walk over every
     /// owner.
     pub fn counts(&self) -> (usize, usize) {
-        let st = self.state();
+        let st = self.tables();
         (st.resources.len(), st.named.len() + 1)
     }
 
     /// Counters: lockspaces (default included), resources, distinct owners.
     pub fn stats(&self) -> Stats {
-        let st = self.state();
+        let st = self.tables();
         Stats {
             lockspaces: st.named.len() + 1,
             resources: st.resources.len(),
@@ -530,17 +530,17 @@ impl Engine {
     /// particular order. Walks the whole table under its lock: for
     /// operators, not the request path.
     pub fn held(&self) -> Vec<ResourceInfo> {
-        let st = self.state();
-        st.resources.values().map(crate::snapshot::info).collect()
+        let st = self.tables();
+        st.resources.values().map(Resource::info).collect()
     }
 
     /// What is held under `(lockspace, name)` (any alias works).
     pub fn inspect(&self, lockspace: &str, name: &str) -> Option<ResourceInfo> {
-        let st = self.state();
+        let st = self.tables();
         let key = (lockspace.to_owned(), name.to_owned());
-        let crate::state::Slot::Held(id) = st.names.get(&key)? else {
+        let crate::tables::Slot::Held(id) = st.names.get(&key)? else {
             return None;
         };
-        st.resources.get(id).map(crate::snapshot::info)
+        st.resources.get(id).map(Resource::info)
     }
 }

@@ -55,22 +55,21 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod binfmt;
 mod engine;
 mod error;
 mod fsops;
 mod names;
-mod snapshot;
-mod snapview;
-mod state;
+pub mod restart;
+mod tables;
 mod types;
 
 pub use engine::Engine;
 pub use error::{Error, ErrorKind};
-pub use snapshot::{
+pub use restart::binfmt;
+pub use restart::snapshot::{
     Adopted, LingeringSnap, LockspaceSnap, ResourceSnap, RestoreProblem, RestoreReport, Snapshot,
 };
-pub use snapview::{LingeringView, LockspaceView, LockspacesView, SnapshotView};
+pub use restart::view::{LingeringView, LockspaceView, LockspacesView, SnapshotView};
 pub use types::{
     AcquireFlags, ClusterArbiter, EngineOptions, FLAG_AUTOCREATE, FLAG_SHARED, LockKind,
     ResourceInfo, ResourceKey, Stats,

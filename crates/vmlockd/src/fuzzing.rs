@@ -1,6 +1,6 @@
 //! Entry points shared by the cargo-fuzz targets `read_state` and `read_statebin` in
 //! `/fuzz` and the corpus replay tests: the re-exec state readers (virtlockd's JSON,
-//! [`crate::state::parse`], and vmlockd's binary state, [`crate::statebin`]) over
+//! [`crate::restart::json::parse`], and vmlockd's binary state, [`crate::restart::binary`]) over
 //! untrusted bytes.
 //!
 //! A panic is a finding. Checked for every input:
@@ -16,15 +16,15 @@
 // called by the daemon.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use crate::state::{self, ServerRef, State};
-use crate::statebin;
+use crate::restart::binary;
+use crate::restart::json::{self, ServerRef, State};
 
 /// Reads `data` as a re-exec state file and checks the reader's and writer's invariants.
 pub fn fuzz_entry_read_state(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(first) = state::parse(text) else {
+    let Ok(first) = json::parse(text) else {
         return;
     };
     check_sizes(&first, data.len());
@@ -32,7 +32,7 @@ pub fn fuzz_entry_read_state(data: &[u8]) {
     let json = first
         .to_json()
         .unwrap_or_else(|e| panic!("cannot write back: {e}"));
-    let again = state::parse(&json).unwrap_or_else(|e| panic!("{e}: written back as {json}"));
+    let again = json::parse(&json).unwrap_or_else(|e| panic!("{e}: written back as {json}"));
     assert_eq!(again.servers, first.servers, "servers changed: {json}");
     assert_eq!(again.engine, first.engine, "engine changed: {json}");
     assert_eq!(again.magic, first.magic);
@@ -48,21 +48,21 @@ pub fn fuzz_entry_read_state(data: &[u8]) {
 /// fuzzer cannot forge checksums, so this is where the decoder is reached). Whatever
 /// decodes is bounded by the input, and is written back and read back equal.
 pub fn fuzz_entry_read_statebin(data: &[u8]) {
-    if let Ok(h) = statebin::header(data) {
-        let _ = statebin::check(data, (h.pid, h.start_time)).map(|c| c.decode());
+    if let Ok(h) = binary::header(data) {
+        let _ = binary::check(data, (h.pid, h.start_time)).map(|c| c.decode());
     }
-    let Ok(first) = statebin::decode_payload(data, 7) else {
+    let Ok(first) = binary::decode_payload(data, 7) else {
         return;
     };
     check_sizes(&first, data.len());
-    let origin = statebin::Origin {
+    let origin = binary::Origin {
         pid: 7,
         start_time: 99,
         written_ns: 5,
     };
     let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &first.engine);
-    let bin = statebin::encode(origin, &first.servers, &first.lock_fds(), engine, 0);
-    let checked = statebin::check(&bin, (7, 99)).unwrap_or_else(|e| panic!("our file: {e}"));
+    let bin = binary::encode(origin, &first.servers, &first.lock_fds(), engine, 0);
+    let checked = binary::check(&bin, (7, 99)).unwrap_or_else(|e| panic!("our file: {e}"));
     let (sockets, locks) = checked.fds().expect("fd lists");
     assert_eq!(sockets, first.socket_fds());
     assert_eq!(locks, first.lock_fds());
@@ -136,20 +136,18 @@ mod tests {
             fuzz_entry_read_statebin(data);
         }
         // A real payload: the JSON fixture's state, encoded.
-        let s = state::parse(REAL).expect("fixture");
-        let origin = statebin::Origin {
+        let s = json::parse(REAL).expect("fixture");
+        let origin = binary::Origin {
             pid: 1,
             start_time: 2,
             written_ns: 3,
         };
         let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &s.engine);
-        let bin = statebin::encode(origin, &s.servers, &s.lock_fds(), engine, 0);
+        let bin = binary::encode(origin, &s.servers, &s.lock_fds(), engine, 0);
         fuzz_entry_read_statebin(&bin);
         let payload = bin.get(36..bin.len() - 8).expect("payload");
         assert_eq!(
-            statebin::decode_payload(payload, 1)
-                .expect("decodes")
-                .servers,
+            binary::decode_payload(payload, 1).expect("decodes").servers,
             s.servers
         );
         fuzz_entry_read_statebin(payload);
@@ -170,11 +168,11 @@ mod regressions {
     /// ("privateData without restricted"), so our own file could not be read back.
     #[test]
     fn a_client_without_lock_data_reads_back() {
-        let first = state::parse(NO_PRIVATE_DATA).expect("lenient read");
+        let first = json::parse(NO_PRIVATE_DATA).expect("lenient read");
         assert_eq!(first.servers[0].clients[0].lock, None);
         let json = first.to_json().expect("write");
         assert!(json.contains(r#""privateData":{}"#), "{json}");
-        let again = state::parse(&json).expect("our own file reads back");
+        let again = json::parse(&json).expect("our own file reads back");
         assert_eq!(again.servers, first.servers);
         fuzz_entry_read_state(NO_PRIVATE_DATA.as_bytes());
     }
@@ -185,7 +183,7 @@ mod regressions {
     #[test]
     fn a_client_id_of_minus_one_does_not_overflow_the_next_id() {
         let text = NO_PRIVATE_DATA.replace(r#""id": 1"#, r#""id": -1"#);
-        let s = state::parse(&text).expect("reads");
+        let s = json::parse(&text).expect("reads");
         assert_eq!(s.servers[0].clients[0].id, u64::MAX);
         assert_eq!(s.servers[0].next_client_id, u64::MAX);
         fuzz_entry_read_state(text.as_bytes());

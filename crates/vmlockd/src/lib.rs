@@ -34,11 +34,9 @@ mod owners;
 mod paths;
 mod pidfile;
 mod ratelimit;
-mod reexec;
+mod restart;
 mod server;
 mod session;
-mod state;
-mod statebin;
 mod stats;
 
 pub use fenced::main_entry as fenced_main;
@@ -172,7 +170,7 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
     // Before anything opens a descriptor: adopt what a previous image handed over.
     let state_file = env.paths(None, None).state_file;
     let t0 = std::time::Instant::now();
-    let (inherited, mut restore_log) = reexec::take_inherited(&state_file, vmlock_sys::getpid());
+    let (inherited, mut restore_log) = restart::take_inherited(&state_file, vmlock_sys::getpid());
     if inherited.is_some() {
         restore_log.push(format!(
             "re-exec: state read and descriptors adopted in {:?}",
@@ -241,7 +239,7 @@ fn start(
     env: &paths::Env,
     conf: &vmlock_conf::DaemonConfig,
     act_env: activation::ActivationEnv,
-    inherited: Option<reexec::Inherited>,
+    inherited: Option<restart::Inherited>,
 ) -> Result<Started, Fatal> {
     let sock_dir = conf.unix_sock_dir.as_deref().map(Path::new);
     let p = env.paths(cli.pid_file.as_deref(), sock_dir);
@@ -272,7 +270,7 @@ fn start(
         lock_kind,
         arbiter: cluster.as_ref().map(Backend::arbiter),
         // vmlockd runs no other program: lock descriptors stay inheritable,
-        // so a re-exec hands them on without one `fcntl` each (reexec.rs).
+        // so a re-exec hands them on without one `fcntl` each (restart/).
         inherit_fds: true,
     };
     // One event-loop thread: every request is a few microseconds of CPU, and
@@ -447,7 +445,7 @@ type RestoredParts = (
     ((u64, u64), (Option<u64>, Option<u64>)),
 );
 
-fn restored(r: reexec::Restored) -> RestoredParts {
+fn restored(r: restart::Restored) -> RestoredParts {
     for p in &r.problems {
         warn!("re-exec restore: {p}");
     }
@@ -507,7 +505,7 @@ impl Started {
                 return Ok(());
             }
             let parked = std::mem::take(&mut *ctx.parked.lock().unwrap_or_else(|p| p.into_inner()));
-            let err = reexec::exec(&ctx, &back, &parked, &state_file, &argv);
+            let err = restart::exec(&ctx, &back, &parked, &state_file, &argv);
             tracing::error!(
                 "re-exec of {:?} failed: {err}; still serving, every lock held",
                 argv.first()

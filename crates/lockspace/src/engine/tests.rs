@@ -454,9 +454,9 @@ enum Order {
 fn run_row(r: &Row, order: Order) {
     let mut fx = Fx::new();
     // A held classic POSIX lock is what makes a real engine use stat-first.
-    fx.engine.state().posix_held = usize::from(order == Order::StatFirst);
+    fx.engine.tables().posix_held = usize::from(order == Order::StatFirst);
     assert_eq!(
-        fx.engine.state().open_first(LockKind::Ofd),
+        fx.engine.tables().open_first(LockKind::Ofd),
         order == Order::OpenFirst
     );
     for (i, op) in r.setup.iter().enumerate() {
@@ -498,7 +498,7 @@ fn run_row(r: &Row, order: Order) {
         "{}: engine not empty",
         r.name
     );
-    let st = fx.engine.state();
+    let st = fx.engine.tables();
     assert!(
         st.names.is_empty() && st.idents.is_empty(),
         "{}: stale reservations {:?}",
@@ -533,8 +533,8 @@ fn semantics_table_open_first() {
 #[test]
 fn posix_resources_switch_to_stat_first() {
     let fx = Fx::new();
-    assert!(fx.engine.state().open_first(LockKind::Ofd));
-    assert!(!fx.engine.state().open_first(LockKind::Posix));
+    assert!(fx.engine.tables().open_first(LockKind::Ofd));
+    assert!(!fx.engine.tables().open_first(LockKind::Posix));
     let posix = Engine::new(EngineOptions {
         lock_kind: LockKind::Posix,
         ..EngineOptions::default()
@@ -546,20 +546,20 @@ fn posix_resources_switch_to_stat_first() {
     posix
         .acquire("", &fx.s("$D/other"), 1, AcquireFlags::EXCLUSIVE)
         .unwrap();
-    assert_eq!(posix.state().posix_held, 2);
+    assert_eq!(posix.tables().posix_held, 2);
     assert!(
-        !posix.state().open_first(LockKind::Ofd),
+        !posix.tables().open_first(LockKind::Ofd),
         "a classic lock is held"
     );
     posix.release("", &fx.s("$D/disk"), 1).unwrap();
     assert!(
-        !posix.state().open_first(LockKind::Ofd),
+        !posix.tables().open_first(LockKind::Ofd),
         "one is still held"
     );
     posix.release("", &fx.s("$D/other"), 1).unwrap();
     // The last classic lock is gone: opening first is safe again.
-    assert_eq!(posix.state().posix_held, 0);
-    assert!(posix.state().open_first(LockKind::Ofd));
+    assert_eq!(posix.tables().posix_held, 0);
+    assert!(posix.tables().open_first(LockKind::Ofd));
 }
 
 #[test]
@@ -606,7 +606,7 @@ fn busy_names_the_holder_and_held_lists_owners_with_since() {
     let fx = Fx::new();
     let ls = fx.s(LS);
     let e = &fx.engine;
-    let before = crate::state::now_secs();
+    let before = crate::tables::now_secs();
     e.acquire(&ls, "a", 5, AcquireFlags::from_wire(SA)).unwrap();
     e.acquire(&ls, "a", 3, AcquireFlags::from_wire(SA)).unwrap();
     let disk = fx.s("$D/disk");
@@ -647,7 +647,7 @@ fn busy_names_the_holder_and_held_lists_owners_with_since() {
     let mut held = e.held();
     held.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(held.len(), 2);
-    let after = crate::state::now_secs();
+    let after = crate::tables::now_secs();
     for r in &held {
         assert_eq!(r.owners.len(), r.since.len());
         assert!(r.since.iter().all(|&s| (before..=after).contains(&s)));

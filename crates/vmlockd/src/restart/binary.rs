@@ -1,6 +1,6 @@
 //! The binary re-exec state: what one vmlockd image hands the next.
 //!
-//! virtlockd's JSON (`state.rs`) is the format both daemons understand:
+//! virtlockd's JSON (`json.rs`) is the format both daemons understand:
 //! vmlockd reads it from libvirt's daemon and writes it for any program not
 //! known to read this one (libvirt's virtlockd on a rollback, an older
 //! vmlockd, a wrapper script). When the program about to be exec'd carries
@@ -31,7 +31,7 @@
 
 use lockspace::binfmt::{DecodeError, Reader, Writer};
 
-use crate::state::{ClientRef, LockPriv, ServerRef, SockRef, State};
+use super::json::{ClientRef, LockPriv, ServerRef, SockRef, State};
 
 const MAGIC: &[u8; 8] = b"VMLKST01";
 

@@ -19,7 +19,7 @@
 //! against the bytes that are left, so a truncated or corrupt buffer is an
 //! error, never a panic or a huge allocation.
 
-use crate::snapshot::{LingeringSnap, LockspaceSnap, ResourceSnap, Snapshot};
+use super::snapshot::{LingeringSnap, LockspaceSnap, ResourceSnap, Snapshot};
 use vmlock_sys::lock::LockKind;
 
 const LOCK_HELD: u8 = 1;

@@ -20,6 +20,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use foldhash::SharedSeed;
@@ -29,6 +30,7 @@ use smallvec::SmallVec;
 use vmlock_sys::lock::LockKind;
 
 use crate::fsops::{Disposal, Ident};
+use crate::types::ResourceInfo;
 use crate::{Error, ResourceKey};
 
 /// `(lockspace, name)`, shared by the name table and the resource that
@@ -176,6 +178,28 @@ pub(crate) struct Resource {
 }
 
 impl Resource {
+    /// What callers of the engine see of this resource.
+    pub(crate) fn info(&self) -> ResourceInfo {
+        let (lockspace, name) = self
+            .names
+            .first()
+            .map(|k| (**k).clone())
+            .unwrap_or_default();
+        ResourceInfo {
+            lockspace,
+            name,
+            path: self.path().into_owned(),
+            fd: self.file.as_raw_fd(),
+            shared: self.shared,
+            autocreate: self.autocreate,
+            lock_held: self.lock_held,
+            lock_kind: self.kind,
+            owners: self.owners.iter().map(|o| o.pid).collect(),
+            since: self.owners.iter().map(|o| o.since).collect(),
+            aliases: self.names.iter().skip(1).map(|k| (**k).clone()).collect(),
+        }
+    }
+
     /// The lease file's path. Not stored for resources whose path their
     /// first name gives (all of ours): a path per lock is the largest
     /// string a resource would carry.
@@ -270,14 +294,14 @@ pub(crate) enum Found {
 }
 
 /// A resource that went away with its last owner; the caller disposes of
-/// the file outside the lock and then calls [`State::unbusy`].
+/// the file outside the lock and then calls [`Tables::unbusy`].
 #[derive(Debug)]
 pub(crate) struct Gone {
     pub disposal: Option<(Disposal, Ident)>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct State {
+pub(crate) struct Tables {
     pub named: HashSet<String, KeyedState>,
     pub resources: ResourceMap,
     pub names: NameMap<Key, Slot>,
@@ -293,7 +317,7 @@ pub(crate) struct State {
     next_id: u64,
 }
 
-impl State {
+impl Tables {
     /// Room for `n` more resources (restore knows how many are coming).
     pub(crate) fn reserve(&mut self, n: usize) {
         self.resources.reserve(n);
@@ -527,7 +551,7 @@ impl State {
     }
 
     /// Takes resource `id` out of every table. Its file is either handed
-    /// back for disposal (identity kept busy until [`State::unbusy`]) or,
+    /// back for disposal (identity kept busy until [`Tables::unbusy`]) or,
     /// when another resource still holds the same file, parked.
     pub(crate) fn take(&mut self, id: u64) -> Gone {
         let Some(res) = self.resources.remove(&id) else {

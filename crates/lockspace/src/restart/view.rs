@@ -13,9 +13,9 @@ use std::sync::MutexGuard;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::binfmt;
+use super::binfmt;
 use crate::engine::Engine;
-use crate::state::{Resource, State};
+use crate::tables::{Resource, Tables};
 use crate::types::AcquireFlags;
 use vmlock_sys::lock::LockKind;
 
@@ -25,7 +25,7 @@ use vmlock_sys::lock::LockKind;
 /// id). Hold it only while serialising: every engine call waits meanwhile.
 #[derive(Debug)]
 pub struct SnapshotView<'a> {
-    st: MutexGuard<'a, State>,
+    st: MutexGuard<'a, Tables>,
     default: Vec<u64>,
     named: BTreeMap<String, Vec<u64>>,
     /// The id lists are empty: walk the table instead.
@@ -35,7 +35,7 @@ pub struct SnapshotView<'a> {
 /// One lockspace of a [`SnapshotView`] (serialises like a `LockspaceSnap`).
 #[derive(Debug)]
 pub struct LockspaceView<'v> {
-    st: &'v State,
+    st: &'v Tables,
     directory: Option<&'v str>,
     /// `None`: every resource of the table in this lockspace.
     ids: Option<&'v [u64]>,
@@ -47,7 +47,7 @@ pub struct LockspacesView<'v>(&'v SnapshotView<'v>);
 
 /// The lingering descriptors (serialises like `Vec<LingeringSnap>`).
 #[derive(Debug)]
-pub struct LingeringView<'v>(&'v State);
+pub struct LingeringView<'v>(&'v Tables);
 
 struct ResourceView<'r>(&'r Resource);
 
@@ -65,7 +65,7 @@ impl Engine {
     }
 
     fn view(&self, sorted: bool) -> SnapshotView<'_> {
-        let st = self.state();
+        let st = self.tables();
         let mut named: BTreeMap<String, Vec<u64>> =
             st.named.iter().map(|d| (d.clone(), Vec::new())).collect();
         let mut default = Vec::new();
@@ -132,7 +132,7 @@ impl<'a> SnapshotView<'a> {
     /// `Sync`: a second thread can clear close-on-exec (one `fcntl` per
     /// lock) while this one serialises.
     pub fn set_fds_inheritable(&self, inherit: bool) -> std::io::Result<()> {
-        crate::snapshot::set_inheritable(&self.st, inherit)
+        super::snapshot::set_inheritable(&self.st, inherit)
     }
 
     /// Every descriptor number the tables own (resources, then lingering).
@@ -155,7 +155,7 @@ impl<'a> SnapshotView<'a> {
         share: usize,
         of: usize,
     ) -> std::io::Result<()> {
-        crate::snapshot::set_inheritable_share(&self.st, inherit, share, of)
+        super::snapshot::set_inheritable_share(&self.st, inherit, share, of)
     }
 
     /// Whether there is no lingering descriptor (the key is then omitted).
@@ -277,8 +277,8 @@ impl Serialize for ResourceView<'_> {
 }
 
 impl SnapshotView<'_> {
-    /// Writes the tables in the binary form of [`crate::binfmt`] (the same
-    /// bytes as [`crate::binfmt::encode`] of [`Engine::snapshot`]).
+    /// Writes the tables in the binary form of [`binfmt`](super::binfmt) (the same
+    /// bytes as [`binfmt::encode`](super::binfmt::encode) of [`Engine::snapshot`]).
     pub fn encode(&self, w: &mut binfmt::Writer) {
         if self.unordered {
             self.encode_table_order(w);

@@ -450,7 +450,7 @@ fn parse_priv(p: &Value) -> Result<LockPriv, StateError> {
 mod tests {
     use super::*;
 
-    const REAL: &str = include_str!("../tests/fixtures/virtlockd-9.0-restart-state.json");
+    const REAL: &str = include_str!("../../tests/fixtures/virtlockd-9.0-restart-state.json");
 
     #[test]
     fn the_real_virtlockd_state_file_parses_completely() {

@@ -21,8 +21,11 @@
 //! ```
 //! The JSON is virtlockd 9.0's format, so libvirt's virtlockd can be
 //! upgraded to vmlockd this way and vmlockd rolled back to virtlockd; the
-//! binary state (`statebin.rs`) goes only to a program that declares it
+//! binary state (`binary.rs`) goes only to a program that declares it
 //! reads it.
+
+pub(crate) mod binary;
+pub(crate) mod json;
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -38,8 +41,7 @@ use vmlock_proto::lock::Owner;
 use crate::ctx::{Ctx, Handover, ServerKind};
 use crate::daemon::Listener;
 use crate::session::Session;
-use crate::state::{self, ClientRef, LockPriv, ServerRef, SockRef, State};
-use crate::statebin;
+use json::{ClientRef, LockPriv, ServerRef, SockRef, State};
 
 /// Largest state file read (virtlockd: 10 MiB, about 40,000 locks).
 pub const STATE_MAX: u64 = 1 << 30;
@@ -169,7 +171,7 @@ fn take_json(path: &Path, log: &mut Vec<String>) -> Option<(State, String)> {
         }
     };
     let t1 = t0.elapsed();
-    match state::parse(&text) {
+    match json::parse(&text) {
         Ok(s) => {
             let how = format!(
                 "JSON state read in {t1:?} ({} bytes), parsed in {:?},",
@@ -245,7 +247,7 @@ fn take_binary(json: &Path, our_pid: i32, log: &mut Vec<String>) -> Option<FromB
         Ok(t) => (our_pid.unsigned_abs(), t),
         Err(e) => return ignore(format!("cannot read our start time: {e}"), log),
     };
-    let checked = match statebin::check(&buf, me).and_then(|c| Ok((c.fds()?, c))) {
+    let checked = match binary::check(&buf, me).and_then(|c| Ok((c.fds()?, c))) {
         Ok(c) => c,
         Err(e) => return ignore(e.to_string(), log),
     };
@@ -627,7 +629,7 @@ enum Format {
     /// virtlockd 9.0's JSON: libvirt's daemon, an older vmlockd, anything
     /// that is not known to read ours.
     Json,
-    /// vmlockd's binary state (`statebin.rs`): the program carries the note
+    /// vmlockd's binary state (`binary.rs`): the program carries the note
     /// of `vmlock_sys::elfnote`.
     Binary,
 }
@@ -655,19 +657,19 @@ fn write_and_inherit(
         path
     });
     let write = || match format {
-        Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
+        Format::Json => json::to_json_from_engine(servers, &view, &pid.to_string())
             .map_err(io::Error::other)
             .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
         Format::Binary => {
             vmlock_sys::process::start_time(vmlock_sys::getpid()).and_then(|start_time| {
-                let origin = statebin::Origin {
+                let origin = binary::Origin {
                     pid,
                     start_time,
                     written_ns: vmlock_sys::clock::monotonic_ns(),
                 };
                 let hint = view.resource_count() * 112;
                 let fds = view.raw_fds();
-                let bin = statebin::encode(origin, servers, &fds, |w| view.encode(w), hint);
+                let bin = binary::encode(origin, servers, &fds, |w| view.encode(w), hint);
                 write_state(&bin_path, &bin).map(|()| bin.len())
             })
         }

@@ -35,8 +35,8 @@ use vmlock_sys::lock::LockKind;
 use crate::Error;
 use crate::engine::Engine;
 use crate::fsops;
-use crate::state::{Key, Lingering, Owner, Resource, State};
-use crate::types::{AcquireFlags, EngineOptions, ResourceInfo};
+use crate::tables::{Key, Lingering, Owner, Resource, Tables};
+use crate::types::{AcquireFlags, EngineOptions};
 
 /// All lockspaces and held resources.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,23 +272,6 @@ mod pids {
     }
 }
 
-pub(crate) fn info(res: &Resource) -> ResourceInfo {
-    let (lockspace, name) = res.names.first().map(|k| (**k).clone()).unwrap_or_default();
-    ResourceInfo {
-        lockspace,
-        name,
-        path: res.path().into_owned(),
-        fd: res.file.as_raw_fd(),
-        shared: res.shared,
-        autocreate: res.autocreate,
-        lock_held: res.lock_held,
-        lock_kind: res.kind,
-        owners: res.owners.iter().map(|o| o.pid).collect(),
-        since: res.owners.iter().map(|o| o.since).collect(),
-        aliases: res.names.iter().skip(1).map(|k| (**k).clone()).collect(),
-    }
-}
-
 fn resource_snap(res: &Resource) -> ResourceSnap {
     ResourceSnap {
         name: res.names.first().map(|k| k.1.clone()).unwrap_or_default(),
@@ -312,7 +295,7 @@ impl Engine {
     /// the engine; call this with no engine call in flight (in-flight
     /// acquires are not part of the snapshot).
     pub fn snapshot(&self) -> Snapshot {
-        let st = self.state();
+        let st = self.tables();
         let mut named: BTreeMap<String, LockspaceSnap> = st
             .named
             .iter()
@@ -351,7 +334,7 @@ impl Engine {
     /// the engine owns: clear it just before `execve`, set it again if the
     /// exec failed.
     pub fn set_fds_inheritable(&self, inherit: bool) -> io::Result<()> {
-        set_inheritable(&self.state(), inherit)
+        set_inheritable(&self.tables(), inherit)
     }
 
     /// Rebuilds an engine from a snapshot, adopting each descriptor number
@@ -386,7 +369,7 @@ impl Engine {
             aliases: Vec::new(),
         };
         {
-            let mut st = engine.state();
+            let mut st = engine.tables();
             st.reserve(total);
             r.lockspace(&mut st, String::new(), snap.default.resources);
             for ls in snap.lockspaces {
@@ -403,14 +386,14 @@ impl Engine {
 }
 
 /// One `F_SETFD` per descriptor the tables own.
-pub(crate) fn set_inheritable(st: &State, inherit: bool) -> io::Result<()> {
+pub(crate) fn set_inheritable(st: &Tables, inherit: bool) -> io::Result<()> {
     set_inheritable_share(st, inherit, 0, 1)
 }
 
 /// [`set_inheritable`] for every `of`-th descriptor starting at `share`
 /// (so `of` threads can split the work).
 pub(crate) fn set_inheritable_share(
-    st: &State,
+    st: &Tables,
     inherit: bool,
     share: usize,
     of: usize,
@@ -473,7 +456,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         self.report.problems.push(p);
     }
 
-    fn directory(&mut self, st: &mut State, dir: Option<String>) -> String {
+    fn directory(&mut self, st: &mut Tables, dir: Option<String>) -> String {
         match dir {
             None => {
                 self.problem(RestoreProblem::MissingDirectory);
@@ -494,7 +477,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         }
     }
 
-    fn lockspace(&mut self, st: &mut State, ls: String, resources: Vec<ResourceSnap>) {
+    fn lockspace(&mut self, st: &mut Tables, ls: String, resources: Vec<ResourceSnap>) {
         for snap in resources {
             self.resource(st, &ls, snap);
         }
@@ -530,7 +513,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         }
     }
 
-    fn resource(&mut self, st: &mut State, ls: &str, snap: ResourceSnap) {
+    fn resource(&mut self, st: &mut Tables, ls: &str, snap: ResourceSnap) {
         let Some((file, ident)) = self.adopt(snap.fd, &snap.name, snap.ident) else {
             return;
         };
@@ -595,7 +578,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         }
     }
 
-    fn shape_problems(&mut self, st: &State, id: u64, dup: bool, no_owners: bool) {
+    fn shape_problems(&mut self, st: &Tables, id: u64, dup: bool, no_owners: bool) {
         let key = st.resources.get(&id).and_then(|r| r.names.first());
         let (lockspace, name) = key.map(|k| (**k).clone()).unwrap_or_default();
         if dup {
@@ -607,21 +590,21 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         }
     }
 
-    fn lingering(&mut self, st: &mut State, l: LingeringSnap) {
+    fn lingering(&mut self, st: &mut Tables, l: LingeringSnap) {
         if let Some((file, ident)) = self.adopt(l.fd, &l.path, None) {
             let path = l.path;
             st.lingering.push(Lingering { ident, path, file });
         }
     }
 
-    fn install_aliases(&mut self, st: &mut State) {
+    fn install_aliases(&mut self, st: &mut Tables) {
         for (id, aliases) in std::mem::take(&mut self.aliases) {
             for (lockspace, name) in aliases {
                 let key: Key = Arc::new((lockspace, name));
                 let free = st.has_lockspace(&key.0) && !st.names.contains_key(&key);
                 match st.resources.get_mut(&id) {
                     Some(res) if free => {
-                        st.names.insert(key.clone(), crate::state::Slot::Held(id));
+                        st.names.insert(key.clone(), crate::tables::Slot::Held(id));
                         res.names.push(key);
                     }
                     _ => {
