@@ -4,6 +4,34 @@
 
 use std::ffi::{CStr, CString, c_void};
 
+/// Why a library or one of its symbols could not be loaded (the texts are
+/// the dynamic loader's, from `dlerror`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DlError {
+    /// The library name cannot be passed to C.
+    #[error("library name contains NUL: {0:?}")]
+    NulInLibrary(String),
+    /// The symbol name cannot be passed to C.
+    #[error("symbol name contains NUL: {0:?}")]
+    NulInSymbol(String),
+    /// `dlopen` failed.
+    #[error("dlopen {path}: {reason}")]
+    Open {
+        /// The file path or soname.
+        path: String,
+        /// `dlerror`'s text.
+        reason: String,
+    },
+    /// `dlsym` failed.
+    #[error("dlsym {name}: {reason}")]
+    Symbol {
+        /// The symbol.
+        name: String,
+        /// `dlerror`'s text.
+        reason: String,
+    },
+}
+
 /// A loaded library; never closed, so symbols taken from it stay valid for
 /// the life of the process.
 #[derive(Debug, Clone, Copy)]
@@ -29,26 +57,32 @@ fn dl_error() -> String {
 
 impl Library {
     /// Loads `path` (a file path or a soname) with `RTLD_NOW | RTLD_LOCAL`.
-    pub fn open(path: &str) -> Result<Library, String> {
-        let c = CString::new(path).map_err(|_| format!("library name contains NUL: {path:?}"))?;
+    pub fn open(path: &str) -> Result<Library, DlError> {
+        let c = CString::new(path).map_err(|_| DlError::NulInLibrary(path.to_owned()))?;
         // SAFETY: `c` is a valid NUL-terminated string for the call. Loading a
         // library runs its constructors; the libraries loaded here (libvirt's
         // lock plugins, libsanlock_client) are made to be loaded this way.
         let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         if h.is_null() {
-            return Err(format!("dlopen {path}: {}", dl_error()));
+            return Err(DlError::Open {
+                path: path.to_owned(),
+                reason: dl_error(),
+            });
         }
         Ok(Library(h))
     }
 
     /// The address of the symbol `name`.
-    pub fn symbol(&self, name: &str) -> Result<*mut c_void, String> {
-        let c = CString::new(name).map_err(|_| format!("symbol name contains NUL: {name:?}"))?;
+    pub fn symbol(&self, name: &str) -> Result<*mut c_void, DlError> {
+        let c = CString::new(name).map_err(|_| DlError::NulInSymbol(name.to_owned()))?;
         // SAFETY: `self.0` came from a successful dlopen and is never closed;
         // `c` is a valid NUL-terminated string.
         let p = unsafe { libc::dlsym(self.0, c.as_ptr()) };
         if p.is_null() {
-            return Err(format!("dlsym {name}: {}", dl_error()));
+            return Err(DlError::Symbol {
+                name: name.to_owned(),
+                reason: dl_error(),
+            });
         }
         Ok(p)
     }

@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod cred;
+#[cfg(any(feature = "plugin", feature = "sanlock"))]
 pub mod dl;
 pub mod elfnote;
 pub mod fd;
@@ -23,6 +24,7 @@ pub mod mem;
 #[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod process;
+#[cfg(feature = "sanlock")]
 pub mod sanlock;
 pub mod signal;
 pub mod user;

@@ -160,11 +160,11 @@ fn cstring(s: &str) -> Result<CString, PluginError> {
 }
 
 fn dlopen(path: &str) -> Result<crate::dl::Library, PluginError> {
-    crate::dl::Library::open(path).map_err(local_error)
+    crate::dl::Library::open(path).map_err(|e| local_error(e.to_string()))
 }
 
 fn dlsym(handle: crate::dl::Library, name: &str) -> Result<*mut c_void, PluginError> {
-    handle.symbol(name).map_err(local_error)
+    handle.symbol(name).map_err(|e| local_error(e.to_string()))
 }
 
 /// Entry points of `libvirt.so.0` used for error reporting.

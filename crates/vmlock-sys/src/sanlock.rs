@@ -325,8 +325,8 @@ pub struct Sanlock {
 }
 
 /// The library, loaded on first use; the error says why it could not be.
-pub fn library() -> Result<&'static Sanlock, String> {
-    static LIB: OnceLock<Result<Sanlock, String>> = OnceLock::new();
+pub fn library() -> Result<&'static Sanlock, dl::DlError> {
+    static LIB: OnceLock<Result<Sanlock, dl::DlError>> = OnceLock::new();
     LIB.get_or_init(Sanlock::load)
         .as_ref()
         .map_err(Clone::clone)
@@ -344,7 +344,7 @@ macro_rules! symbols {
 }
 
 impl Sanlock {
-    fn load() -> Result<Sanlock, String> {
+    fn load() -> Result<Sanlock, dl::DlError> {
         let lib = dl::Library::open(SONAME)?;
         Ok(symbols!(lib;
             register: RegisterFn = "sanlock_register",

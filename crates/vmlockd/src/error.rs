@@ -29,6 +29,22 @@ pub fn unregistered() -> WireError {
     WireError::new(code::OPERATION_INVALID, domain::RPC, UNREGISTERED)
 }
 
+/// NEW of the default lockspace (its path is empty): the engine's
+/// `DefaultLockspaceExists`.
+pub fn default_lockspace_exists() -> WireError {
+    engine(&E::DefaultLockspaceExists)
+}
+
+/// A resource call names a lockspace that does not exist: the engine's
+/// `NoLockspace` text, with the path exactly as the client sent it.
+pub fn no_lockspace(path: &str) -> WireError {
+    WireError::new(
+        code::INTERNAL_ERROR,
+        domain::RPC,
+        &format!("Lockspace for path {path} does not exist"),
+    )
+}
+
 /// The wire form of an engine error.
 pub fn engine(e: &E) -> WireError {
     let detail = e.detail();
@@ -60,7 +76,16 @@ fn engine_code(e: &E) -> i32 {
         E::DefaultLockspaceExists => code::OPERATION_INVALID,
         E::InvalidName { .. } => code::INVALID_ARG,
         E::AutocreateInDefault { .. } => code::OPERATION_INVALID,
-        _ => code::INTERNAL_ERROR,
+        E::NotOwner { .. }
+        | E::NoLockspace { .. }
+        | E::LockspaceExists { .. }
+        | E::NotADirectory { .. }
+        | E::CreateLockspace { .. }
+        | E::Open { .. }
+        | E::Lock { .. }
+        | E::Delete { .. }
+        | E::Touch { .. }
+        | E::Cluster { .. } => code::INTERNAL_ERROR,
     }
 }
 
@@ -71,7 +96,18 @@ fn engine_domain(e: &E) -> i32 {
             domain::RPC
         }
         E::Touch { .. } => domain::NONE,
-        _ => domain::LOCKSPACE,
+        E::Busy { .. }
+        | E::NotLocked { .. }
+        | E::NotOwner { .. }
+        | E::NotADirectory { .. }
+        | E::CreateLockspace { .. }
+        | E::Open { .. }
+        | E::Lock { .. }
+        | E::Delete { .. }
+        | E::InvalidName { .. }
+        | E::AutocreateInDefault { .. }
+        | E::ClusterBusy { .. }
+        | E::Cluster { .. } => domain::LOCKSPACE,
     }
 }
 
@@ -81,6 +117,23 @@ mod tests {
 
     fn s(x: &str) -> String {
         x.to_owned()
+    }
+
+    /// The two texts the lock program sends before it calls the engine.
+    #[test]
+    fn checks_before_the_engine_send_its_texts() {
+        let d = default_lockspace_exists();
+        assert_eq!((d.code, d.domain), (code::OPERATION_INVALID, domain::RPC));
+        assert_eq!(
+            d.message.as_deref(),
+            Some("the default lockspace already exists")
+        );
+        let n = no_lockspace("/no/such");
+        assert_eq!((n.code, n.domain), (code::INTERNAL_ERROR, domain::RPC));
+        assert_eq!(
+            n.message.as_deref(),
+            Some("Lockspace for path /no/such does not exist")
+        );
     }
 
     /// The one table: engine error → (code, domain, message a client sees).

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use lockspace::AcquireFlags;
-use vmlock_proto::error::{WireError, code, domain};
+use vmlock_proto::error::WireError;
 use vmlock_proto::lock::{Call, FLAG_AUTOCREATE, FLAG_SHARED, NewArgs, RegisterArgs, ResourceArgs};
 
 use crate::error;
@@ -114,12 +114,7 @@ async fn new_lockspace(sh: &Arc<Shared>, s: &mut Session, a: NewArgs) -> Result<
     flags_ok(a.flags, 0, "virLockSpaceProtocolDispatchNew")?;
     s.owner_pid()?;
     if a.path.is_empty() {
-        return Err(WireError::new(
-            code::OPERATION_INVALID,
-            domain::RPC,
-            "the default lockspace already exists",
-        )
-        .into());
+        return Err(error::default_lockspace_exists().into());
     }
     let engine = sh.engine.clone();
     let path = a.path.clone();
@@ -159,12 +154,7 @@ async fn resource(
     }
     let engine = sh.engine.clone();
     if !engine.has_lockspace(&a.path) {
-        return Err(WireError::new(
-            code::INTERNAL_ERROR,
-            domain::RPC,
-            &format!("Lockspace for path {} does not exist", a.path),
-        )
-        .into());
+        return Err(error::no_lockspace(&a.path).into());
     }
     let hint = if a.path.is_empty() { &a.name } else { &a.path };
     let place = sh.fs.placement(hint);
