@@ -126,13 +126,13 @@ mod tests {
         assert_eq!((d.code, d.domain), (code::OPERATION_INVALID, domain::RPC));
         assert_eq!(
             d.message.as_deref(),
-            Some("the default lockspace already exists")
+            Some("Requested operation is not valid: the default lockspace already exists")
         );
         let n = no_lockspace("/no/such");
         assert_eq!((n.code, n.domain), (code::INTERNAL_ERROR, domain::RPC));
         assert_eq!(
             n.message.as_deref(),
-            Some("Lockspace for path /no/such does not exist")
+            Some("internal error: Lockspace for path /no/such does not exist")
         );
     }
 
