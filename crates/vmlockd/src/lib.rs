@@ -76,19 +76,50 @@ pub mod exit {
     pub const REEXEC: u8 = 9;
 }
 
-/// A start-up failure: an exit code and a message.
-#[derive(Debug)]
+/// A start-up failure: the exit code, what failed and, when another error
+/// is the reason, that error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}")]
 pub struct Fatal {
     /// Exit code.
     pub code: u8,
-    /// What went wrong.
-    pub message: String,
+    /// What failed ("Can't load config file '/x'").
+    what: String,
+    /// Why, when another error says it.
+    #[source]
+    cause: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
-fn fatal(code: u8, message: impl std::fmt::Display) -> Fatal {
-    Fatal {
-        code,
-        message: message.to_string(),
+impl Fatal {
+    /// A failure that is its own reason.
+    fn new(code: u8, what: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            code,
+            what: what.to_string(),
+            cause: None,
+        }
+    }
+
+    /// `what` failed because of `cause`.
+    fn caused(
+        code: u8,
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Fatal {
+        Fatal {
+            code,
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// The line printed and logged: what failed, then its cause
+    /// ("Can't load config file '/x': No such file or directory").
+    pub fn report(&self) -> String {
+        match &self.cause {
+            Some(c) => format!("{}: {c}", self.what),
+            None => self.what.clone(),
+        }
     }
 }
 
@@ -132,8 +163,9 @@ pub fn main_entry() -> ExitCode {
         Ok(cli::Action::Run(c)) => match run(c) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => {
-                eprintln!("{argv0}: {}", f.message);
-                tracing::error!("{}", f.message);
+                let report = f.report();
+                eprintln!("{argv0}: {report}");
+                tracing::error!("{report}");
                 ExitCode::from(f.code)
             }
         },
@@ -152,13 +184,11 @@ pub fn load_config(
     };
     if !explicit && !path.exists() {
         return vmlock_conf::DaemonConfig::parse(vmlock_conf::DaemonConfig::EMBEDDED_DEFAULT)
-            .map_err(|e| fatal(exit::FAILURE, format!("embedded default config: {e}")));
+            .map_err(|e| Fatal::caused(exit::FAILURE, "embedded default config", e));
     }
     vmlock_conf::DaemonConfig::load(&path).map_err(|e| {
-        fatal(
-            exit::FAILURE,
-            format!("Can't load config file '{}': {e}", path.display()),
-        )
+        let what = format!("Can't load config file '{}'", path.display());
+        Fatal::caused(exit::FAILURE, what, e)
     })
 }
 
@@ -180,9 +210,9 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
     restore_log.extend(act_env.unset_errors.iter().cloned());
     let (conf, conf_warnings) = load_config(&cli, &env)?;
     let settings = logging::resolve(&conf, |k| std::env::var(k).ok(), cli.verbose)
-        .map_err(|e| fatal(exit::FAILURE, e))?;
+        .map_err(|e| Fatal::new(exit::FAILURE, e))?;
     let report = if cli.daemon && inherited.is_none() {
-        Some(vmlock_sys::process::daemonize().map_err(|e| fatal(exit::FAILURE, e))?)
+        Some(vmlock_sys::process::daemonize().map_err(|e| Fatal::new(exit::FAILURE, e))?)
     } else {
         None
     };
@@ -215,7 +245,7 @@ fn run(cli: cli::Cli) -> Result<(), Fatal> {
         }
         (Ok(s), None) => s.run(),
         (Err(f), Some(r)) => {
-            r.failure(&f.message);
+            r.failure(&f.report());
             Err(f)
         }
         (Err(f), None) => Err(f),
@@ -248,7 +278,7 @@ fn start(
         make_run_dir(d, env.privileged)?;
     }
     let pid_file = pidfile::PidFile::acquire(&p.pid_file, vmlock_sys::getpid())
-        .map_err(|e| fatal(exit::FAILURE, e))?;
+        .map_err(|e| Fatal::new(exit::FAILURE, e))?;
     match vmlock_sys::limits::raise_nofile() {
         // Counting means listing /proc/self/fd: milliseconds with the
         // thousands of lock descriptors a re-exec inherits, so only then
@@ -281,14 +311,14 @@ fn start(
         .thread_name("vmlockd-worker")
         .enable_all()
         .build()
-        .map_err(|e| fatal(exit::INIT, format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Fatal::caused(exit::INIT, "cannot start the runtime", e))?;
     let signals = {
         let _rt = runtime.enter();
-        daemon::Signals::install().map_err(|e| fatal(exit::SIGNAL, e))?
+        daemon::Signals::install().map_err(|e| Fatal::new(exit::SIGNAL, e))?
     };
     // Handlers in place: what arrived since `main` began is delivered now,
     // to this thread (threads started before keep them blocked).
-    vmlock_sys::signal::unblock(&HANDLED_SIGNALS).map_err(|e| fatal(exit::SIGNAL, e))?;
+    vmlock_sys::signal::unblock(&HANDLED_SIGNALS).map_err(|e| Fatal::new(exit::SIGNAL, e))?;
     let cold_start = inherited.is_none();
     let (engine, listeners, conns, next_ids) = match inherited {
         Some(inh) => {
@@ -362,11 +392,12 @@ fn start(
     }
     let ctx = Arc::new(ctx);
     if let Some(text) = &conf.metrics_listen {
-        let listen = metrics::Listen::parse(text).map_err(|e| fatal(exit::INIT, e))?;
+        let listen = metrics::Listen::parse(text).map_err(|e| Fatal::new(exit::INIT, e))?;
         let bound = metrics::bind(&listen).map_err(|e| {
-            fatal(
+            Fatal::caused(
                 exit::INIT,
-                format!("cannot listen for metrics on {text}: {e}"),
+                format!("cannot listen for metrics on {text}"),
+                e,
             )
         })?;
         info!("metrics at {text}");
@@ -397,7 +428,7 @@ fn start_cluster(
     }
     cluster::start(conf, privileged)
         .map(Some)
-        .map_err(|e| fatal(exit::INIT, format!("cannot start the etcd back end: {e}")))
+        .map_err(|e| Fatal::caused(exit::INIT, "cannot start the etcd back end", e))
 }
 
 /// Stands in for the cluster back end in builds without one.
@@ -428,7 +459,7 @@ fn start_cluster(
     }
     // Never pretend: local locks only, when cluster-wide protection was
     // asked for, would let another host start the same VM.
-    Err(fatal(
+    Err(Fatal::new(
         exit::INIT,
         format!(
             "lock_backend = \"{}\" needs a vmlockd built with the \"etcd\" feature (cargo build --features etcd)",
@@ -494,7 +525,7 @@ impl Started {
                 &mut signals,
                 timeout,
             ));
-            let (stopped, back) = r.map_err(|e| fatal(exit::INIT, e))?;
+            let (stopped, back) = r.map_err(|e| Fatal::new(exit::INIT, e))?;
             if stopped == Stopped::Shutdown {
                 for l in &back {
                     if let Some(path) = &l.unlink {
@@ -521,18 +552,16 @@ fn make_run_dir(dir: &Path, privileged: bool) -> Result<(), Fatal> {
     let r = std::fs::create_dir_all(dir);
     vmlock_sys::umask(old);
     r.map_err(|e| {
-        fatal(
-            exit::RUNDIR,
-            format!("Unable to create rundir {}: {e}", dir.display()),
-        )
+        let what = format!("Unable to create rundir {}", dir.display());
+        Fatal::caused(exit::RUNDIR, what, e)
     })
 }
 
 fn listeners(p: &paths::Paths, act_env: activation::ActivationEnv) -> Result<Vec<Listener>, Fatal> {
-    let net = |e: &dyn std::fmt::Display| fatal(exit::NETWORK, e);
-    let named = activation::parse(&act_env, std::process::id()).map_err(|e| net(&e))?;
+    let named = activation::parse(&act_env, std::process::id())
+        .map_err(|e| Fatal::new(exit::NETWORK, e))?;
     if let Some(named) = named {
-        let act = activation::claim(named).map_err(|e| net(&e))?;
+        let act = activation::claim(named).map_err(|e| Fatal::new(exit::NETWORK, e))?;
         let mut out: Vec<Listener> = Vec::new();
         for (kind, fds) in [(ServerKind::Main, act.main), (ServerKind::Admin, act.admin)] {
             out.extend(fds.into_iter().map(|fd| Listener {
@@ -549,10 +578,8 @@ fn listeners(p: &paths::Paths, act_env: activation::ActivationEnv) -> Result<Vec
         (ServerKind::Admin, &p.admin_sock),
     ] {
         let fd = daemon::bind(path).map_err(|e| {
-            net(&format!(
-                "Failed to bind socket to '{}': {e}",
-                path.display()
-            ))
+            let what = format!("Failed to bind socket to '{}'", path.display());
+            Fatal::caused(exit::NETWORK, what, e)
         })?;
         out.push(Listener {
             kind,
