@@ -62,12 +62,13 @@ pub fn bind(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(OwnedFd::from(r?))
 }
 
-/// Runs until a stop; returns why, with the listeners (for a re-exec).
+/// Runs until `stop` says why (the daemon's: [`wait_for_stop`]); returns
+/// that, with the listeners (for a re-exec).
 pub async fn serve(
     ctx: Arc<Ctx>,
     listeners: Vec<Listener>,
     resumed: Vec<(ServerKind, Handover)>,
-    signals: &mut Signals,
+    stop: impl std::future::Future<Output = std::io::Result<Stopped>>,
     timeout: Option<u32>,
 ) -> std::io::Result<(Stopped, Vec<Listener>)> {
     let (mode_tx, mode_rx) = watch::channel(Mode::Running);
@@ -104,7 +105,7 @@ pub async fn serve(
     info!("serving");
     ctx.idle_timeout
         .store(timeout.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-    let stopped = wait_for_stop(&ctx, signals).await?;
+    let stopped = stop.await?;
     let _ = mode_tx.send(match stopped {
         Stopped::Shutdown => Mode::Shutdown,
         Stopped::ReExec => Mode::ReExec,
@@ -176,7 +177,9 @@ impl Signals {
     }
 }
 
-async fn wait_for_stop(ctx: &Arc<Ctx>, sig: &mut Signals) -> std::io::Result<Stopped> {
+/// The daemon's stop: a signal, or the idle timeout (`Ctx::idle_timeout`,
+/// read again when changed).
+pub async fn wait_for_stop(ctx: &Arc<Ctx>, sig: &mut Signals) -> std::io::Result<Stopped> {
     let Signals {
         term,
         int,

@@ -3,7 +3,9 @@
 //! `main` is thin: [`main_entry`] parses virtlockd's command line, loads the
 //! configuration (or the embedded default), sets up logging, takes the pid
 //! file, binds or adopts the sockets and runs [`daemon::serve`] on a tokio
-//! runtime. Lock semantics live in the `lockspace` crate; the wire format in
+//! runtime. [`run`] is the same daemon without the process around it (given
+//! sockets, a configuration and a shutdown future), for tests and embedding.
+//! Lock semantics live in the `lockspace` crate; the wire format in
 //! `vmlock-proto`; this crate owns processes, sockets and lifecycles.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -160,7 +162,7 @@ pub fn main_entry() -> ExitCode {
             eprint!("{}", cli::usage(&argv0));
             ExitCode::from(exit::FAILURE)
         }
-        Ok(cli::Action::Run(c)) => match run(c) {
+        Ok(cli::Action::Run(c)) => match run_process(c) {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => {
                 let report = f.report();
@@ -192,7 +194,7 @@ pub fn load_config(
     })
 }
 
-fn run(cli: cli::Cli) -> Result<(), Fatal> {
+fn run_process(cli: cli::Cli) -> Result<(), Fatal> {
     let _ = stats::IMAGE_START.set(std::time::Instant::now());
     // First, while this is the only thread: consume systemd's variables.
     let act_env = activation::ActivationEnv::take_from_process();
@@ -359,23 +361,10 @@ fn start(
         c.hooks()
     });
     let reexec_locks = (!cold_start).then(|| engine.counts().0);
-    let shared = Arc::new(session::Shared {
-        owners: owners::Owners::new(conf.refusal_names_holder),
-        stats: stats::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
-        engine,
-        // With a cluster back end every acquire is a network round trip:
-        // keep all of them off the event loop.
-        fs: fsexec::FsExec::new(hooks.is_some()),
-        cluster: hooks,
-        lockspaces: Some(lockspaces),
-        lifelines: lifeline::Lifelines::new(Duration::from_millis(u64::from(
-            conf.holder_kill_grace_ms,
-        ))),
-    });
+    let ctx = context(conf, engine, hooks, Some(lockspaces));
     if let Some(n) = reexec_locks {
-        shared.stats.set_reexec(n);
+        ctx.shared.stats.set_reexec(n);
     }
-    let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients);
     ctx.main
         .next_id
         .store(next_ids.0, std::sync::atomic::Ordering::Relaxed);
@@ -413,6 +402,95 @@ fn start(
         state_file: p.state_file,
         pid_file,
     })
+}
+
+/// The state every connection shares, for `engine` with `conf`'s settings.
+fn context(
+    conf: &vmlock_conf::DaemonConfig,
+    engine: Arc<lockspace::Engine>,
+    hooks: Option<Arc<dyn session::ClusterHooks>>,
+    lockspaces: Option<lslist::LockspaceList>,
+) -> Ctx {
+    let shared = Arc::new(session::Shared {
+        owners: owners::Owners::new(conf.refusal_names_holder),
+        stats: stats::Stats::new(conf.lock_kind.as_str(), conf.metrics_listen.is_some()),
+        engine,
+        // With a cluster back end every acquire is a network round trip:
+        // keep all of them off the event loop.
+        fs: fsexec::FsExec::new(hooks.is_some()),
+        cluster: hooks,
+        lockspaces,
+        lifelines: lifeline::Lifelines::new(Duration::from_millis(u64::from(
+            conf.holder_kill_grace_ms,
+        ))),
+    });
+    Ctx::new(shared, conf.max_clients, conf.admin_max_clients)
+}
+
+/// The sockets [`run`] serves: already bound and listening.
+#[derive(Debug)]
+pub struct Listeners {
+    /// virtlockd's socket: the lock program.
+    pub lock: std::os::unix::net::UnixListener,
+    /// The admin socket (the admin and inquiry programs), if any.
+    pub admin: Option<std::os::unix::net::UnixListener>,
+}
+
+/// The daemon without the process around it: serves `listeners` with the
+/// engine and limits of `config` until `shutdown` completes, then closes
+/// every connection as a shutdown does and returns, every lock released.
+///
+/// What [`main_entry`] adds is the process: command line, pid file,
+/// logging, signals, socket activation, the idle timeout, re-exec, named
+/// lockspaces remembered across restarts, metrics and the cluster back end
+/// (`lock_backend` other than `"file"` is refused here).
+pub fn run(
+    listeners: Listeners,
+    config: &vmlock_conf::DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Fatal> {
+    if config.lock_backend != "file" {
+        return Err(Fatal::new(
+            exit::INIT,
+            format!(
+                "run() serves lock_backend = \"file\" only, not \"{}\"",
+                config.lock_backend
+            ),
+        ));
+    }
+    let lock_kind = match config.lock_kind {
+        vmlock_conf::LockKindSetting::Ofd => lockspace::LockKind::Ofd,
+        vmlock_conf::LockKindSetting::Posix => lockspace::LockKind::Posix,
+    };
+    let engine = lockspace::Engine::new(lockspace::EngineOptions {
+        lock_kind,
+        arbiter: None,
+        // Nothing is handed to another program.
+        inherit_fds: false,
+    });
+    let ctx = Arc::new(context(config, Arc::new(engine), None, None));
+    let mut served = vec![Listener {
+        kind: ServerKind::Main,
+        fd: listeners.lock.into(),
+        unlink: None,
+    }];
+    served.extend(listeners.admin.map(|l| Listener {
+        kind: ServerKind::Admin,
+        fd: l.into(),
+        unlink: None,
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fatal::caused(exit::INIT, "cannot start the runtime", e))?;
+    let stop = async {
+        shutdown.await;
+        Ok(Stopped::Shutdown)
+    };
+    runtime
+        .block_on(daemon::serve(ctx, served, Vec::new(), stop, None))
+        .map_err(|e| Fatal::new(exit::INIT, e))?;
+    Ok(())
 }
 
 #[cfg(feature = "etcd")]
@@ -522,7 +600,7 @@ impl Started {
                 ctx.clone(),
                 listeners,
                 conns,
-                &mut signals,
+                daemon::wait_for_stop(&ctx, &mut signals),
                 timeout,
             ));
             let (stopped, back) = r.map_err(|e| Fatal::new(exit::INIT, e))?;
