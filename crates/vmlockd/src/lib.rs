@@ -2,7 +2,7 @@
 //!
 //! `main` is thin: [`main_entry`] parses virtlockd's command line, loads the
 //! configuration (or the embedded default), sets up logging, takes the pid
-//! file, binds or adopts the sockets and runs [`daemon::serve`] on a tokio
+//! file, binds or adopts the sockets and runs `daemon::serve` on a tokio
 //! runtime. [`run`] is the same daemon without the process around it (given
 //! sockets, a configuration and a shutdown future), for tests and embedding.
 //! Lock semantics live in the `lockspace` crate; the wire format in
