@@ -54,10 +54,10 @@ pub const LIBVIRT_RANGE: ByteRange = ByteRange { start: 0, len: 1 };
 
 /// Who holds a conflicting lock, as `F_GETLK` / `F_OFD_GETLK` report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Holder {
+pub struct Conflict {
     /// The type of the conflicting lock.
     pub lock_type: LockType,
-    /// The holder's pid for a classic POSIX lock; `-1` for an OFD lock.
+    /// The pid of a classic POSIX lock's owner; `-1` for an OFD lock.
     pub pid: i32,
 }
 
@@ -135,7 +135,7 @@ pub fn query_range(
     kind: LockKind,
     ty: LockType,
     range: ByteRange,
-) -> io::Result<Option<Holder>> {
+) -> io::Result<Option<Conflict>> {
     let cmd = match kind {
         LockKind::Ofd => libc::F_OFD_GETLK,
         LockKind::Posix => libc::F_GETLK,
@@ -147,14 +147,14 @@ pub fn query_range(
         libc::F_RDLCK => LockType::Shared,
         _ => LockType::Exclusive,
     };
-    Ok(Some(Holder {
+    Ok(Some(Conflict {
         lock_type,
         pid: fl.l_pid,
     }))
 }
 
 /// [`query_range`] on libvirt's byte 0, length 1.
-pub fn query(fd: BorrowedFd<'_>, kind: LockKind, ty: LockType) -> io::Result<Option<Holder>> {
+pub fn query(fd: BorrowedFd<'_>, kind: LockKind, ty: LockType) -> io::Result<Option<Conflict>> {
     query_range(fd, kind, ty, LIBVIRT_RANGE)
 }
 

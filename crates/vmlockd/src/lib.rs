@@ -27,7 +27,6 @@ mod fenced;
 mod fencelink;
 mod fsexec;
 mod fuzzing;
-mod holder;
 mod lifeline;
 mod logging;
 mod lslist;
@@ -40,6 +39,7 @@ mod restart;
 mod server;
 mod session;
 mod stats;
+mod terminate;
 
 pub use fenced::main_entry as fenced_main;
 

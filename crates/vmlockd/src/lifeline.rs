@@ -274,7 +274,7 @@ impl Lifelines {
         self.terminated.fetch_add(1, Ordering::Relaxed);
         let grace = self.grace;
         let job = async move {
-            match crate::holder::terminate(pidfd, grace).await {
+            match crate::terminate::terminate(pidfd, grace).await {
                 Ok(out) => info!(pid, ?out, "terminated lock holder"),
                 Err(e) => error!(pid, "cannot terminate lock holder: {e}"),
             }

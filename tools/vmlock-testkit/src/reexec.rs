@@ -22,7 +22,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use vmlock_sys::lock::{Holder, LockKind, LockType, query};
+use vmlock_sys::lock::{Conflict, LockKind, LockType, query};
 
 use crate::daemon::Daemon;
 use crate::flavor::tool_binary;
@@ -195,7 +195,7 @@ impl ExecWatch {
 /// Who holds a lock on byte 0 of `path` that would block an exclusive
 /// lock, as the kernel reports it to this process (`F_OFD_GETLK`, which
 /// sees classic POSIX and OFD locks of every other process).
-pub fn kernel_holder(path: &Path) -> io::Result<Option<Holder>> {
+pub fn kernel_holder(path: &Path) -> io::Result<Option<Conflict>> {
     let f = File::open(path)?;
     query(f.as_fd(), LockKind::Ofd, LockType::Exclusive)
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use vmlock::lockd::LockdDriver;
 use vmlock::{Domain, LockDriver, Uuid};
 use vmlock_conf::LockdConfig;
-use vmlock_sys::lock::{Holder, LockKind, LockType, query};
+use vmlock_sys::lock::{Conflict, LockKind, LockType, query};
 use vmlock_testkit::{Daemon, DaemonSpec, Flavor};
 
 /// Both daemons (`LOCKD_UNDER_TEST`); under CI a missing virtlockd is a
@@ -82,7 +82,7 @@ pub fn disk(d: &Daemon, name: &str) -> String {
 }
 
 /// What the kernel says about byte 0 of `path`: `None` when free.
-pub fn holder(path: impl AsRef<Path>) -> Option<Holder> {
+pub fn holder(path: impl AsRef<Path>) -> Option<Conflict> {
     let f = File::open(path.as_ref()).ok()?;
     query(f.as_fd(), LockKind::Ofd, LockType::Shared)
         .expect("getlk")

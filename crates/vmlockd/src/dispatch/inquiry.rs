@@ -410,9 +410,9 @@ async fn release(
                 holder = %who,
                 "forced release: terminating the live holder first"
             );
-            let out = crate::holder::terminate(Arc::new(fd), sh.lifelines.grace()).await;
+            let out = crate::terminate::terminate(Arc::new(fd), sh.lifelines.grace()).await;
             match out {
-                Ok(crate::holder::Outcome::Survived) | Err(_) => {
+                Ok(crate::terminate::Outcome::Survived) | Err(_) => {
                     return Err(failure(
                         code::INTERNAL_ERROR,
                         &format!("{who} did not exit ({out:?}): resource {what} kept"),
