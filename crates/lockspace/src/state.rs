@@ -38,8 +38,9 @@ pub(crate) type Key = Arc<KeyParts>;
 /// A key's two strings, for lookups that need no shared copy.
 pub(crate) type KeyParts = (String, String);
 
-/// Hashes integers no client chooses (file identities; resource ids use
-/// [`SeqIdHasher`]) with one multiplication each: the DoS
+/// Hashes integers no client chooses freely (file identities, and owner
+/// pids, which only the daemon's root-only clients name and which count
+/// per owner; resource ids use [`SeqIdHasher`]) with one multiplication each: the DoS
 /// resistance of the default SipHash buys nothing, and a restore of
 /// thousands of locks hashes each several times. Client-chosen keys (names)
 /// use the keyed [`KeyedState`].
@@ -65,6 +66,10 @@ impl Hasher for IdHasher {
 
     fn write_i32(&mut self, n: i32) {
         self.write_u64(u64::from(n as u32));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
 }
 
