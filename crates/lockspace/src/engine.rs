@@ -503,6 +503,12 @@ impl Engine {
         }
     }
 
+    /// Whether `owner` holds anything, without a walk over the table: a
+    /// closing holder connection asks it first, and usually hears no.
+    pub fn holds_any(&self, owner: u32) -> bool {
+        self.tables().holds_any(owner)
+    }
+
     /// Distinct owner pids currently holding something, sorted.
     pub fn owners(&self) -> Vec<u32> {
         self.tables().owner_pids()

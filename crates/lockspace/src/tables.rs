@@ -40,8 +40,9 @@ pub(crate) type Key = Arc<KeyParts>;
 /// A key's two strings, for lookups that need no shared copy.
 pub(crate) type KeyParts = (String, String);
 
-/// Hashes integers no client chooses (file identities; resource ids use
-/// [`SeqIdHasher`]) with one multiplication each: the DoS
+/// Hashes integers no client chooses freely (file identities, and owner
+/// pids, which only the daemon's root-only clients name and which count
+/// per owner; resource ids use [`SeqIdHasher`]) with one multiplication each: the DoS
 /// resistance of the default SipHash buys nothing, and a restore of
 /// thousands of locks hashes each several times. Client-chosen keys (names)
 /// use the keyed [`KeyedState`].
@@ -67,6 +68,10 @@ impl Hasher for IdHasher {
 
     fn write_i32(&mut self, n: i32) {
         self.write_u64(u64::from(n as u32));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
 }
 
@@ -314,6 +319,13 @@ pub(crate) struct Tables {
     /// file before checking that it is not held. Back to 0 (the last such
     /// lock released), opening first is safe again.
     pub posix_held: usize,
+    /// How many owner entries each pid has across all resources: answers
+    /// "does this pid hold anything?" without a walk, which is the
+    /// question every holder connection's close asks (and the answer is
+    /// almost always no). Kept by the only places that change owners:
+    /// `join`, `commit`, `insert_claimed`, `release_one`, `release_all`
+    /// and `take`.
+    held_by: IdMap<u32, u32>,
     next_id: u64,
 }
 
@@ -323,6 +335,32 @@ impl Tables {
         self.resources.reserve(n);
         self.names.reserve(n);
         self.idents.reserve(n);
+    }
+
+    /// Whether `pid` is an owner of anything.
+    pub(crate) fn holds_any(&self, pid: u32) -> bool {
+        self.held_by.contains_key(&pid)
+    }
+
+    fn count_owner(&mut self, pid: u32) {
+        *self.held_by.entry(pid).or_insert(0) += 1;
+    }
+
+    fn uncount_owner(&mut self, pid: u32, n: u32) {
+        if let Entry::Occupied(mut e) = self.held_by.entry(pid) {
+            let left = e.get().saturating_sub(n);
+            if left == 0 {
+                e.remove();
+            } else {
+                *e.get_mut() = left;
+            }
+        }
+    }
+
+    fn count_owners(&mut self, res: &Resource) {
+        for o in &res.owners {
+            self.count_owner(o.pid);
+        }
     }
 
     pub(crate) fn has_lockspace(&self, path: &str) -> bool {
@@ -429,6 +467,7 @@ impl Tables {
             via,
             since: now_secs(),
         });
+        self.count_owner(pid);
         true
     }
 
@@ -451,6 +490,7 @@ impl Tables {
         let entry = self.idents.entry(ident).or_default();
         entry.held.push(id);
         entry.busy = entry.busy.saturating_sub(1);
+        self.count_owners(&res);
         self.resources.insert(id, res);
     }
 
@@ -481,6 +521,7 @@ impl Tables {
         let entry = self.idents.entry(res.ident).or_default();
         let dup = !entry.held.is_empty();
         entry.held.push(id);
+        self.count_owners(&res);
         self.resources.insert(id, res);
         dup
     }
@@ -510,7 +551,9 @@ impl Tables {
             .ok_or(Error::NotOwner { pid })?;
         let removed = res.owners.remove(pos);
         let via = want_via.then(|| res.key(removed.via));
-        let gone = res.owners.is_empty().then(|| self.take(id));
+        let last = res.owners.is_empty();
+        self.uncount_owner(pid, 1);
+        let gone = last.then(|| self.take(id));
         Ok((via, gone))
     }
 
@@ -518,6 +561,10 @@ impl Tables {
     /// resources touched, one `(key, last)` per removed occurrence, and the
     /// resources that went away.
     pub(crate) fn release_all(&mut self, pid: u32) -> (usize, Vec<(ResourceKey, bool)>, Vec<Gone>) {
+        let Some(&left) = self.held_by.get(&pid) else {
+            return (0, Vec::new(), Vec::new());
+        };
+        let mut left = left;
         let mut ids: Vec<u64> = self.resources.keys().copied().collect();
         ids.sort_unstable();
         let (mut touched, mut events, mut gone) = (0, Vec::new(), Vec::new());
@@ -538,6 +585,7 @@ impl Tables {
             res.owners.retain(|o| o.pid != pid);
             let last = res.owners.is_empty();
             let n = mine.len();
+            left = left.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
             events.extend(
                 mine.iter()
                     .enumerate()
@@ -546,7 +594,11 @@ impl Tables {
             if last {
                 gone.push(self.take(id));
             }
+            if left == 0 {
+                break;
+            }
         }
+        self.held_by.remove(&pid);
         (touched, events, gone)
     }
 
@@ -557,6 +609,9 @@ impl Tables {
         let Some(res) = self.resources.remove(&id) else {
             return Gone { disposal: None };
         };
+        for o in &res.owners {
+            self.uncount_owner(o.pid, 1);
+        }
         if res.kind == LockKind::Posix {
             self.posix_held = self.posix_held.saturating_sub(1);
         }
@@ -602,13 +657,8 @@ impl Tables {
 
     /// Distinct owner pids, sorted.
     pub(crate) fn owner_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self
-            .resources
-            .values()
-            .flat_map(|r| r.owners.iter().map(|o| o.pid))
-            .collect();
+        let mut pids: Vec<u32> = self.held_by.keys().copied().collect();
         pids.sort_unstable();
-        pids.dedup();
         pids
     }
 }

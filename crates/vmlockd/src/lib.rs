@@ -273,6 +273,15 @@ fn start(
     act_env: activation::ActivationEnv,
     inherited: Option<restart::Inherited>,
 ) -> Result<Started, Fatal> {
+    // Settings are checked before anything is created: a daemon that will
+    // not start never shows a socket a client could connect to.
+    let metrics_listen = match &conf.metrics_listen {
+        Some(text) => Some((
+            text,
+            metrics::Listen::parse(text).map_err(|e| Fatal::new(exit::INIT, e))?,
+        )),
+        None => None,
+    };
     let sock_dir = conf.unix_sock_dir.as_deref().map(Path::new);
     let p = env.paths(cli.pid_file.as_deref(), sock_dir);
     make_run_dir(&p.run_dir, env.privileged)?;
@@ -380,8 +389,7 @@ fn start(
         }
     }
     let ctx = Arc::new(ctx);
-    if let Some(text) = &conf.metrics_listen {
-        let listen = metrics::Listen::parse(text).map_err(|e| Fatal::new(exit::INIT, e))?;
+    if let Some((text, listen)) = metrics_listen {
         let bound = metrics::bind(&listen).map_err(|e| {
             Fatal::caused(
                 exit::INIT,

@@ -11,9 +11,19 @@
 //! Entries are small and one per VM; the table is pruned of owners that
 //! hold nothing and whose process is gone when it has doubled since the last
 //! pruning, so it never grows with the number of VMs ever started.
+//!
+//! Telling a process from a later one with its recycled pid takes the start
+//! time from `/proc/PID/stat`, which the kernel formats field by field: the
+//! costliest step of a REGISTER. libvirt registers the same owner on every
+//! connection it opens for it, so each entry also keeps a pidfd of its
+//! process: while that pidfd is not readable the process has not exited,
+//! the pid still names it, and a repeated REGISTER with the same name, UUID
+//! and id changes nothing (one `poll`, no `/proc` read).
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use vmlock_proto::lock::Owner;
 
@@ -66,6 +76,9 @@ pub struct Owners {
 #[derive(Debug, Default)]
 struct Table {
     by_pid: HashMap<u32, OwnerMeta>,
+    /// A pidfd of the process each entry's start time was read from, when
+    /// one could be opened (see the module's notes).
+    pidfds: HashMap<u32, OwnedFd>,
     prune_at: usize,
 }
 
@@ -75,6 +88,7 @@ impl Owners {
         Owners {
             table: Mutex::new(Table {
                 by_pid: HashMap::new(),
+                pidfds: HashMap::new(),
                 prune_at: PRUNE_MIN,
             }),
             names_holder,
@@ -88,9 +102,10 @@ impl Owners {
     /// Records a REGISTER. `held` says whether a pid still holds locks,
     /// for pruning.
     pub fn register(&self, owner: &Owner, held: impl Fn() -> Vec<u32>) {
-        let start_time = i32::try_from(owner.pid)
-            .ok()
-            .and_then(|p| vmlock_sys::process::start_time(p).ok());
+        if self.unchanged(owner) {
+            return;
+        }
+        let (start_time, pidfd) = identify(owner.pid);
         let meta = OwnerMeta {
             name: owner.name.clone(),
             uuid: owner.uuid,
@@ -100,6 +115,10 @@ impl Owners {
         };
         let mut t = self.table();
         t.by_pid.insert(owner.pid, meta);
+        match pidfd {
+            Some(fd) => t.pidfds.insert(owner.pid, fd),
+            None => t.pidfds.remove(&owner.pid),
+        };
         if t.by_pid.len() >= t.prune_at {
             drop(t);
             self.prune(&held());
@@ -110,9 +129,29 @@ impl Owners {
     /// and whose process is gone or was replaced.
     pub fn prune(&self, holding: &[u32]) {
         let mut t = self.table();
-        t.by_pid
-            .retain(|pid, m| holding.binary_search(pid).is_ok() || same_process(m));
+        let Table { by_pid, pidfds, .. } = &mut *t;
+        by_pid.retain(|pid, m| {
+            let keep = holding.binary_search(pid).is_ok()
+                || match pidfds.get(pid) {
+                    Some(fd) => running(fd),
+                    None => same_process(m),
+                };
+            if !keep {
+                pidfds.remove(pid);
+            }
+            keep
+        });
         t.prune_at = (t.by_pid.len() * 2).max(PRUNE_MIN);
+    }
+
+    /// Whether `owner` is recorded already, as said now, by a process that
+    /// still runs: then a REGISTER has nothing to change.
+    fn unchanged(&self, owner: &Owner) -> bool {
+        let t = self.table();
+        let (Some(m), Some(fd)) = (t.by_pid.get(&owner.pid), t.pidfds.get(&owner.pid)) else {
+            return false;
+        };
+        m.id == owner.id && m.uuid == owner.uuid && m.name == owner.name && running(fd)
     }
 
     /// What the owner with this pid registered as, if known.
@@ -141,6 +180,26 @@ impl Owners {
             None => format!(" by pid {pid}"),
         }
     }
+}
+
+/// The start time of the process `pid` names now, and a pidfd of that same
+/// process. The pidfd is opened first and kept only if its process still
+/// runs after the read: then the pid named it throughout, and the start
+/// time is its own.
+fn identify(pid: u32) -> (Option<u64>, Option<OwnedFd>) {
+    let Ok(p) = i32::try_from(pid) else {
+        return (None, None);
+    };
+    let fd = vmlock_sys::process::pidfd_open(p).ok();
+    let start = vmlock_sys::process::start_time(p).ok();
+    let fd = fd.filter(|fd| start.is_some() && running(fd));
+    (start, fd)
+}
+
+/// Whether the process behind `pidfd` has not exited (a pidfd becomes
+/// readable when its process exits).
+fn running(pidfd: &OwnedFd) -> bool {
+    !vmlock_sys::process::pidfd_wait(pidfd.as_fd(), Duration::ZERO).unwrap_or(true)
 }
 
 /// Whether the process that registered as `m` still runs (not a later
@@ -206,5 +265,30 @@ mod tests {
         assert!(o.get(4_194_400).is_some(), "a holder is kept");
         assert!(o.get(4_194_401).is_none(), "a gone non-holder is dropped");
         assert!(o.len() < PRUNE_MIN);
+    }
+
+    #[test]
+    fn a_repeated_register_is_checked_against_the_running_process() {
+        let o = Owners::new(true);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        o.register(&owner(pid, "vm"), Vec::new);
+        let first = o.get(pid).expect("registered");
+        assert!(first.start_time.is_some());
+        // The same process, the same words: nothing changes.
+        o.register(&owner(pid, "vm"), Vec::new);
+        assert_eq!(o.get(pid), Some(first.clone()));
+        // The same process under another name: the entry follows.
+        o.register(&owner(pid, "renamed"), Vec::new);
+        assert_eq!(o.get(pid).map(|m| m.name), Some("renamed".to_owned()));
+        // The process is gone: a REGISTER under its pid is not taken for
+        // it (its start time is not carried over).
+        child.kill().unwrap();
+        child.wait().unwrap();
+        o.register(&owner(pid, "renamed"), Vec::new);
+        assert_eq!(o.get(pid).and_then(|m| m.start_time), None);
     }
 }

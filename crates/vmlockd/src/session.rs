@@ -102,8 +102,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Releases every lock of `pid`, off the event loop.
+    /// Releases every lock of `pid`, off the event loop. An owner that
+    /// holds nothing (the usual case when a holder connection closes: its
+    /// locks were released on another connection) is answered here, with
+    /// no hand-off to the blocking pool.
     pub(crate) async fn release_owner(&self, pid: u32) -> Result<usize, String> {
+        if !self.engine.holds_any(pid) {
+            return Ok(0);
+        }
         let engine = Arc::clone(&self.engine);
         self.fs
             .blocking(move || engine.release_owner(pid))
