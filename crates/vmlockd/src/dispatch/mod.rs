@@ -20,6 +20,10 @@ use vmlock_proto::route::{self, KeepaliveAction, Route};
 use crate::ctx::{Ctx, ServerKind};
 use crate::session::Session;
 
+/// The target of the per-call debug lines: the connection's, the one a
+/// `1:conn` filter turns on (docs/logging.md).
+const CONN: &str = "vmlockd::conn";
+
 /// The answer to one frame.
 pub(crate) enum Reply {
     /// Write nothing.
@@ -60,7 +64,7 @@ async fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[
     let call = match vmlock_proto::admin::decode_call(p, payload) {
         Ok(c) => c,
         Err(e) => {
-            debug!(client = s.id, "undecodable admin payload: {e}");
+            debug!(target: CONN, client = s.id, "undecodable admin payload: {e}");
             return Reply::Frame(route::reply_error(h, &WireError::payload_decode()));
         }
     };
@@ -76,7 +80,7 @@ async fn admin_call(ctx: &Arc<Ctx>, s: &Session, h: &Header, p: i32, payload: &[
             }
         }
         Err(e) => {
-            debug!(client = s.id, code = e.code, "admin call failed: {e}");
+            debug!(target: CONN, client = s.id, code = e.code, "admin call failed: {e}");
             Reply::Frame(route::reply_error(h, &e))
         }
     }
@@ -92,7 +96,7 @@ async fn lock_call(
     let call = match vmlock_proto::lock::decode_call_lenient(p, payload) {
         Ok(c) => c,
         Err(e) => {
-            debug!(client = s.id, "undecodable payload: {e}");
+            debug!(target: CONN, client = s.id, "undecodable payload: {e}");
             return Reply::Frame(route::reply_error(
                 h,
                 &WireError::rpc("Unable to decode message payload"),
@@ -112,6 +116,7 @@ async fn lock_call(
         Ok(()) => Reply::Ok(route::reply_ok_frame(h)),
         Err(e) => {
             debug!(
+                target: CONN,
                 client = s.id,
                 code = e.code,
                 "{}",

@@ -27,6 +27,10 @@
 pub(crate) mod binary;
 pub(crate) mod json;
 
+/// The target of the re-exec's log lines, the one a `1:reexec` filter
+/// selects (docs/logging.md).
+const TARGET: &str = "vmlockd::reexec";
+
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -453,7 +457,7 @@ impl Inherited {
         if let Some(w) = warmer {
             let t = std::time::Instant::now();
             w.finish();
-            tracing::info!("re-exec: heap warmer stopped in {:?}", t.elapsed());
+            tracing::info!(target: TARGET, "re-exec: heap warmer stopped in {:?}", t.elapsed());
         }
         Restored {
             listeners,
@@ -714,6 +718,7 @@ pub fn exec(
     let t0 = std::time::Instant::now();
     for (kind, h) in parked.iter().filter(|(_, h)| !h.unsent.is_empty()) {
         tracing::warn!(
+            target: TARGET,
             server = kind.name(),
             client = h.session.id,
             "the client is not reading its replies: {} reply bytes are not handed over",
@@ -734,7 +739,7 @@ pub fn exec(
     // as a zombie, and its memory matters less there.
     let releaser = match format {
         Format::Binary => vmlock_sys::mem::ExecReleaser::start()
-            .map_err(|e| tracing::debug!("re-exec: no memory releaser: {e}"))
+            .map_err(|e| tracing::debug!(target: TARGET, "re-exec: no memory releaser: {e}"))
             .ok(),
         Format::Json => None,
     };
@@ -746,11 +751,12 @@ pub fn exec(
             // which the exec would then copy; let it go (and reap it).
             let releaser = releaser.filter(|r| {
                 r.armed(Duration::from_millis(100)) || {
-                    tracing::debug!("re-exec: memory releaser not ready, exec without it");
+                    tracing::debug!(target: TARGET, "re-exec: memory releaser not ready, exec without it");
                     false
                 }
             });
             tracing::info!(
+                target: TARGET,
                 "re-exec: {format:?} state ({len} bytes) written and descriptors made inheritable in {:?}{}",
                 t0.elapsed(),
                 if releaser.is_some() {
@@ -781,7 +787,7 @@ pub fn exec(
             if let Ok(saved) = saved
                 && let Err(e) = saved.restore()
             {
-                tracing::error!("cannot restore the signal handlers after a failed exec: {e}");
+                tracing::error!(target: TARGET, "cannot restore the signal handlers after a failed exec: {e}");
             }
             err
         }
@@ -795,7 +801,7 @@ pub fn exec(
             engine.set_fds_inheritable(false)
         }
     }) {
-        tracing::error!("cannot restore close-on-exec after a failed exec: {e}");
+        tracing::error!(target: TARGET, "cannot restore close-on-exec after a failed exec: {e}");
     }
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(binary_path(path));
