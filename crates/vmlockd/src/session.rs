@@ -1,4 +1,5 @@
-//! Per-connection state (docs/protocol.md §3.4) and the lock-program dispatch (§3.5).
+//! Per-connection state (docs/protocol.md §3.4), and [`Shared`], what the
+//! lock program's calls (`dispatch::lock`, §3.5) work on.
 //!
 //! ```text
 //!           REGISTER(owner, id≠0)            RESTRICT
@@ -7,9 +8,8 @@
 //!    │  others → 55 "not registered" │                      │ (the connection stays: it is
 //!    └──────────────────────────────-┘                      │  the VM's lifeline, §5.4)
 //! ```
-//! Checks run in libvirt's order: flags, restricted, registered, then the
-//! procedure's own checks. Engine calls go through [`FsExec`] so that a hung
-//! network filesystem never blocks the event loop.
+//! Engine calls go through [`FsExec`] so that a hung network filesystem
+//! never blocks the event loop.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
