@@ -285,7 +285,7 @@ const FROM_STATUS: &[(&str, &str, &str, MetricType, f64)] = &[
     (
         "uptime_s",
         "uptime_seconds",
-        "Seconds since this process image started.",
+        "Seconds since the daemon started (re-execs keep counting).",
         MetricType::Gauge,
         1.0,
     ),
@@ -301,6 +301,13 @@ const FROM_STATUS: &[(&str, &str, &str, MetricType, f64)] = &[
         "reexec_locks_carried",
         "Last re-exec: locks carried over.",
         MetricType::Gauge,
+        1.0,
+    ),
+    (
+        "reexecs",
+        "reexecs",
+        "Re-execs since the daemon started.",
+        MetricType::Counter,
         1.0,
     ),
     (
