@@ -128,11 +128,30 @@ pub fn status(admin: &Path, json: bool, out: &mut dyn Write) -> Result<(), CtlEr
             g("adopted"),
             g("fences")
         ));
+        lines.extend(endpoint_lines(&get));
     }
     for l in lines {
         writeln!(out, "{l}").map_err(write_err)?;
     }
     Ok(())
+}
+
+/// One line per etcd endpoint, from `etcd_endpoint.N.*`.
+fn endpoint_lines(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(url) = get(&format!("etcd_endpoint.{}.url", out.len())) {
+        let f = |k: &str| get(&format!("etcd_endpoint.{}.{k}", out.len()));
+        let state = match f("healthy").as_deref() {
+            Some("1") => format!(
+                "healthy, probe rtt {} us",
+                f("rtt_us").unwrap_or_else(|| "?".into())
+            ),
+            Some(_) => format!("UNHEALTHY: {}", f("error").unwrap_or_default()),
+            None => "not probed yet".into(),
+        };
+        out.push(format!("etcd endpoint {url}: {state}"));
+    }
+    out
 }
 
 fn write_err(source: std::io::Error) -> CtlError {
@@ -307,6 +326,28 @@ pub fn force_release(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_per_endpoint() {
+        let params = [
+            ("etcd_endpoint.0.url", "http://a:2379"),
+            ("etcd_endpoint.0.healthy", "1"),
+            ("etcd_endpoint.0.rtt_us", "812"),
+            ("etcd_endpoint.1.url", "http://b:2379"),
+            ("etcd_endpoint.1.healthy", "0"),
+            ("etcd_endpoint.1.error", "connect error"),
+            ("etcd_endpoint.2.url", "http://c:2379"),
+        ];
+        let get = |f: &str| params.iter().find(|p| p.0 == f).map(|p| p.1.to_owned());
+        assert_eq!(
+            endpoint_lines(&get),
+            [
+                "etcd endpoint http://a:2379: healthy, probe rtt 812 us",
+                "etcd endpoint http://b:2379: UNHEALTHY: connect error",
+                "etcd endpoint http://c:2379: not probed yet",
+            ]
+        );
+    }
 
     #[test]
     fn times_and_durations() {

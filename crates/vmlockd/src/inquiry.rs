@@ -88,6 +88,21 @@ pub struct ClusterStatus {
     pub locks: usize,
     /// Locks adopted from the previous run.
     pub adopted: usize,
+    /// Each etcd endpoint's last probe, in configuration order.
+    pub endpoint_health: Vec<EndpointStatus>,
+}
+
+/// What the last probe of one etcd endpoint found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// The endpoint, as configured.
+    pub url: String,
+    /// `None` until the first probe ended.
+    pub healthy: Option<bool>,
+    /// Round trip of the last answered probe.
+    pub rtt: Option<Duration>,
+    /// Why the last probe failed.
+    pub error: String,
 }
 
 /// Daemon-wide counters and facts for STATUS.
@@ -346,6 +361,30 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
         p.push(param("fences", ULLong(c.fences)));
         p.push(param("cluster_locks", UInt(u32_of(c.locks))));
         p.push(param("adopted", UInt(u32_of(c.adopted))));
+        p.extend(endpoint_params(&c.endpoint_health));
+    }
+    p
+}
+
+/// `etcd_endpoints_healthy`, then per endpoint N (configuration order):
+/// `etcd_endpoint.N.url`, `.healthy` (once probed), `.rtt_us` (last
+/// answered probe), `.error` (when the last probe failed).
+pub fn endpoint_params(eps: &[EndpointStatus]) -> Vec<TypedParam> {
+    use TypedValue::{Boolean, String as Str, UInt, ULLong};
+    let up = eps.iter().filter(|e| e.healthy == Some(true)).count();
+    let mut p = vec![param("etcd_endpoints_healthy", UInt(u32_of(up)))];
+    for (i, e) in eps.iter().enumerate() {
+        let name = |f: &str| format!("etcd_endpoint.{i}.{f}");
+        p.push(param(&name("url"), Str(e.url.clone())));
+        if let Some(h) = e.healthy {
+            p.push(param(&name("healthy"), Boolean(i32::from(h))));
+        }
+        if let Some(t) = e.rtt {
+            p.push(param(&name("rtt_us"), ULLong(u64_of(t.as_micros()))));
+        }
+        if e.healthy == Some(false) {
+            p.push(param(&name("error"), Str(e.error.clone())));
+        }
     }
     p
 }
