@@ -121,7 +121,7 @@ async fn probe(
             let opts = sh.cfg.connect_options().map_err(|e| e.to_string())?;
             let c = Client::connect([endpoint], Some(opts))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| brief(&e))?;
             client.insert(c)
         }
     };
@@ -130,5 +130,24 @@ async fn probe(
         .get(key, Some(only_one))
         .await
         .map(drop)
-        .map_err(|e| e.to_string())
+        .map_err(|e| brief(&e))
+}
+
+/// An etcd error in a line: gRPC's message and the innermost cause
+/// (`tcp connect error: Connection refused (os error 111)`), not the
+/// nested debug text of the whole chain.
+fn brief(e: &etcd_client::Error) -> String {
+    let etcd_client::Error::GRpcStatus(s) = e else {
+        return e.to_string();
+    };
+    let mut root: Option<&dyn std::error::Error> = None;
+    let mut cur = std::error::Error::source(s);
+    while let Some(c) = cur {
+        root = Some(c);
+        cur = c.source();
+    }
+    match root {
+        Some(r) => format!("{}: {r}", s.message()),
+        None => s.message().to_owned(),
+    }
 }
