@@ -33,14 +33,32 @@ use vmlock_proto::xdr::XdrEncode;
 use crate::owners::OwnerMeta;
 use crate::server::Ctx;
 use crate::session::Session;
+use crate::state::DaemonRecord;
 
 /// When this process image started (set first thing in `main`), for the
 /// blackout of a re-exec.
 pub static IMAGE_START: OnceLock<Instant> = OnceLock::new();
 
+/// The record the previous image handed over (set by the re-exec restore,
+/// before [`Stats::new`] and [`carried_owners`] read it).
+static CARRIED: OnceLock<DaemonRecord> = OnceLock::new();
+
+/// Keeps the record a re-exec carried for [`Stats::new`].
+pub fn carry(r: DaemonRecord) {
+    let _ = CARRIED.set(r);
+}
+
+/// The owners the previous image knew (empty after a start, or after a
+/// re-exec from libvirt's virtlockd).
+pub fn carried_owners() -> Vec<OwnerMeta> {
+    CARRIED.get().map(|r| r.owners.clone()).unwrap_or_default()
+}
+
 /// What the last re-exec looked like from this image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reexec {
+    /// Re-execs since the daemon started (this one included).
+    pub count: u64,
     /// When this image began serving, seconds since the epoch.
     pub at: i64,
     /// From the exec of this image to serving.
@@ -70,6 +88,21 @@ pub struct ClusterStatus {
     pub locks: usize,
     /// Locks adopted from the previous run.
     pub adopted: usize,
+    /// Each etcd endpoint's last probe, in configuration order.
+    pub endpoint_health: Vec<EndpointStatus>,
+}
+
+/// What the last probe of one etcd endpoint found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// The endpoint, as configured.
+    pub url: String,
+    /// `None` until the first probe ended.
+    pub healthy: Option<bool>,
+    /// Round trip of the last answered probe.
+    pub rtt: Option<Duration>,
+    /// Why the last probe failed.
+    pub error: String,
 }
 
 /// Daemon-wide counters and facts for STATUS.
@@ -82,6 +115,8 @@ pub struct Stats {
     forced_releases: AtomicU64,
     forced_terminations: AtomicU64,
     reexec: OnceLock<Reexec>,
+    /// Re-execs before this image (from the previous image's record).
+    carried_reexecs: u64,
     /// Request counters and latency, when metrics are on.
     requests: Option<crate::metrics::Requests>,
 }
@@ -89,15 +124,24 @@ pub struct Stats {
 impl Stats {
     /// Counters at zero; `lock_kind` as configured; request metrics
     /// kept only if `metrics` (they cost the request path a little).
+    /// After a re-exec, the start time and counters continue from the
+    /// record the previous image carried ([`carry`]).
     pub fn new(lock_kind: &'static str, metrics: bool) -> Stats {
+        let r = CARRIED.get();
+        let started_at = Instant::now();
+        let started = r.map_or_else(epoch_secs, |r| r.started);
+        let up = u64::try_from(epoch_secs().saturating_sub(started)).unwrap_or(0);
         Stats {
-            started: epoch_secs(),
-            started_at: Instant::now(),
+            started,
+            started_at: started_at
+                .checked_sub(Duration::from_secs(up))
+                .unwrap_or(started_at),
             lock_kind,
-            refusals: AtomicU64::new(0),
-            forced_releases: AtomicU64::new(0),
-            forced_terminations: AtomicU64::new(0),
+            refusals: AtomicU64::new(r.map_or(0, |r| r.refusals)),
+            forced_releases: AtomicU64::new(r.map_or(0, |r| r.forced_releases)),
+            forced_terminations: AtomicU64::new(r.map_or(0, |r| r.forced_terminations)),
             reexec: OnceLock::new(),
+            carried_reexecs: r.map_or(0, |r| r.reexecs),
             requests: metrics.then(crate::metrics::Requests::default),
         }
     }
@@ -112,6 +156,18 @@ impl Stats {
         self.requests.as_ref()
     }
 
+    /// What the next image carries over a re-exec.
+    pub fn record(&self) -> DaemonRecord {
+        DaemonRecord {
+            started: self.started,
+            reexecs: self.reexec.get().map_or(0, |r| r.count),
+            refusals: self.refusals(),
+            forced_releases: self.forced_releases(),
+            forced_terminations: self.forced_terminations.load(Ordering::Relaxed),
+            owners: Vec::new(),
+        }
+    }
+
     /// Acquires refused because the resource was held.
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
@@ -123,9 +179,12 @@ impl Stats {
     }
 
     /// This image was started by a re-exec that carried `locks` locks.
+    /// Re-execs are counted from the daemon's start when the previous
+    /// image said how many there were (vmlockd), else from this one.
     pub fn set_reexec(&self, locks: usize) {
         let blackout = IMAGE_START.get().map_or(Duration::ZERO, Instant::elapsed);
         let _ = self.reexec.set(Reexec {
+            count: self.carried_reexecs + 1,
             at: epoch_secs(),
             blackout,
             locks,
@@ -284,6 +343,7 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
             ULLong(u64_of(r.blackout.as_micros())),
         ));
         p.push(param("reexec_locks", ULLong(r.locks as u64)));
+        p.push(param("reexecs", ULLong(r.count)));
     }
     if let Some(c) = sh.cluster.as_ref().and_then(|c| c.status()) {
         p.push(param("host_id", Str(c.host_id)));
@@ -301,6 +361,30 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
         p.push(param("fences", ULLong(c.fences)));
         p.push(param("cluster_locks", UInt(u32_of(c.locks))));
         p.push(param("adopted", UInt(u32_of(c.adopted))));
+        p.extend(endpoint_params(&c.endpoint_health));
+    }
+    p
+}
+
+/// `etcd_endpoints_healthy`, then per endpoint N (configuration order):
+/// `etcd_endpoint.N.url`, `.healthy` (once probed), `.rtt_us` (last
+/// answered probe), `.error` (when the last probe failed).
+pub fn endpoint_params(eps: &[EndpointStatus]) -> Vec<TypedParam> {
+    use TypedValue::{Boolean, String as Str, UInt, ULLong};
+    let up = eps.iter().filter(|e| e.healthy == Some(true)).count();
+    let mut p = vec![param("etcd_endpoints_healthy", UInt(u32_of(up)))];
+    for (i, e) in eps.iter().enumerate() {
+        let name = |f: &str| format!("etcd_endpoint.{i}.{f}");
+        p.push(param(&name("url"), Str(e.url.clone())));
+        if let Some(h) = e.healthy {
+            p.push(param(&name("healthy"), Boolean(i32::from(h))));
+        }
+        if let Some(t) = e.rtt {
+            p.push(param(&name("rtt_us"), ULLong(u64_of(t.as_micros()))));
+        }
+        if e.healthy == Some(false) {
+            p.push(param(&name("error"), Str(e.error.clone())));
+        }
     }
     p
 }

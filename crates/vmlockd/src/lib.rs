@@ -346,6 +346,7 @@ fn start(
     });
     if let Some(n) = reexec_locks {
         shared.stats.set_reexec(n);
+        shared.owners.adopt(inquiry::carried_owners());
     }
     let ctx = Ctx::new(shared, conf.max_clients, conf.admin_max_clients);
     ctx.main

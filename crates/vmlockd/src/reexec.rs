@@ -419,6 +419,9 @@ impl Inherited {
         let warmer = self.warmer.take();
         let fds = &mut self.fds;
         let snapshot = std::mem::take(&mut self.state.engine);
+        if let Some(r) = self.state.daemon.take() {
+            crate::inquiry::carry(r);
+        }
         let (engine, report) = match Engine::restore_adopted(opts.clone(), snapshot, |n| {
             fds.take(n)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
@@ -649,6 +652,10 @@ fn write_and_inherit(
         Format::Binary => ctx.shared.engine.snapshot_view_unordered(),
     };
     let pid = std::process::id();
+    let record = state::DaemonRecord {
+        owners: ctx.shared.owners.all(),
+        ..ctx.shared.stats.record()
+    };
     let bin_path = binary_path(path);
     let _ = std::fs::remove_file(if format == Format::Json {
         &bin_path
@@ -656,7 +663,7 @@ fn write_and_inherit(
         path
     });
     let write = || match format {
-        Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string())
+        Format::Json => state::to_json_from_engine(servers, &view, &pid.to_string(), Some(&record))
             .map_err(io::Error::other)
             .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
         Format::Binary => {
@@ -668,7 +675,8 @@ fn write_and_inherit(
                 };
                 let hint = view.resource_count() * 112;
                 let fds = view.raw_fds();
-                let bin = statebin::encode(origin, servers, &fds, |w| view.encode(w), hint);
+                let bin =
+                    statebin::encode(origin, servers, &fds, |w| view.encode(w), &record, hint);
                 write_state(&bin_path, &bin).map(|()| bin.len())
             })
         }
