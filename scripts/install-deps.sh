@@ -17,6 +17,7 @@
 #   go-md2man         renders docs/man/*.md to the package's roff man pages
 #   lintian           checks the package (scripts/build-deb.sh fails on its errors and warnings)
 #   prometheus        promtool, which checks vmlockd's metrics output in vmlockd/tests/metrics.rs
+#                     (and the prometheus server, which scrapes the daemon in the same file)
 #                     (the package's server is not started by the tests; ~96 MB installed)
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail

@@ -35,6 +35,7 @@ fn snapshot(dir: &str, n: usize) -> (Snapshot, HashMap<i32, OwnedFd>) {
             lock_kind: LockKind::Ofd,
             aliases: Vec::new(),
             ident: Some((m.dev(), m.ino())),
+            since: vec![1_700_000_000],
         });
         fds.insert(fd, OwnedFd::from(f));
     }

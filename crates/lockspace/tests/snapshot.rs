@@ -57,6 +57,7 @@ fn round_trip_through_json_into_a_second_engine() {
     .expect("x");
 
     let snap = one.snapshot();
+    let before = one.inspect(&ls, "lease").expect("lease");
     let json = serde_json::to_value(&snap).expect("json");
     let res = &json["lockspaces"][1]["resources"][0];
     for key in [
@@ -87,6 +88,17 @@ fn round_trip_through_json_into_a_second_engine() {
 
     assert_eq!(two.snapshot().lockspaces.len(), 2);
     assert!(two.has_lockspace(&format!("{d}/empty")));
+    // When each owner acquired survives (vmlockSince), owner by owner.
+    let after = two.inspect(&ls, "lease").expect("lease");
+    assert!(
+        before.since.iter().all(|&t| t > 1_600_000_000),
+        "{before:?}"
+    );
+    assert_eq!(after.since, before.since);
+    assert_eq!(
+        res.get("vmlockSince").map(|v| v.as_array().map(Vec::len)),
+        Some(Some(2))
+    );
     assert_eq!(two.inspect("", &link).expect("alias").owners, vec![10, 11]);
     assert!(
         !foreign_lock_possible(&disk, LockType::Exclusive),
@@ -130,6 +142,9 @@ fn libvirts_state_file_parses_as_posix_locks() {
         (18, true, 0, LockKind::Posix)
     );
     assert!(r.aliases.is_empty() && snap.lingering.is_empty());
+    // libvirt records no acquire times: every owner's is unknown.
+    assert!(r.since.is_empty());
+    assert_eq!(r.since_of(0), 0);
     let l = &snap.lockspaces[0];
     assert_eq!(l.directory.as_deref(), Some("/d/ls"));
     // A C pid_t of -1 written as unsigned 64-bit comes back as u32::MAX.
@@ -147,6 +162,7 @@ fn res(name: &str, path: &str, fd: i32, owners: &[u32]) -> ResourceSnap {
         lock_kind: LockKind::Posix,
         aliases: vec![],
         ident: None,
+        since: vec![],
     }
 }
 

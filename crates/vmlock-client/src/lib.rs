@@ -16,12 +16,16 @@
 //! locks and kills the pid. To hand a restricted connection to a VM process,
 //! take its descriptor with [`Client::into_stream`] (or duplicate it through
 //! [`AsFd`]), clear close-on-exec, and let the child inherit it.
+//!
+//! [`inquiry`] is the client of vmlockd's own program on the admin socket:
+//! who holds what, the daemon's status, forced release (`docs/inquiry.md`).
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
+pub mod inquiry;
 mod path;
 
 use std::io::{Read, Write};

@@ -32,6 +32,8 @@ pub struct EtcdArbiter {
     rt: Mutex<Option<Runtime>>,
     watchdog: Mutex<Option<JoinHandle<()>>>,
     adopted: Vec<AdoptedLock>,
+    /// Each endpoint's last probe (`health.rs`).
+    health: Arc<crate::health::Board>,
     /// Held until the arbiter is dropped: the record is ours alone.
     _state_lock: StateLock,
 }
@@ -123,6 +125,7 @@ impl EtcdArbiter {
             fences: g.fences,
             locks: g.locks.len(),
             adopted: self.adopted.len(),
+            endpoint_health: self.health.snapshot(),
         }
     }
 
@@ -285,7 +288,10 @@ fn launch(
     };
     rt.spawn(lease::keepalive_task(sh.clone()));
     rt.spawn(lease::cleanup_task(sh.clone()));
+    let health = Arc::new(crate::health::Board::new(&sh.cfg.endpoints));
+    crate::health::spawn(&sh, &health);
     Ok(Arc::new(EtcdArbiter {
+        health,
         sh,
         rt: Mutex::new(Some(rt)),
         watchdog: Mutex::new(Some(watchdog)),
@@ -322,4 +328,6 @@ pub struct EtcdStatus {
     pub locks: usize,
     /// Locks adopted from the previous run.
     pub adopted: usize,
+    /// Each endpoint's last probe, in configuration order.
+    pub endpoint_health: Vec<crate::EndpointHealth>,
 }

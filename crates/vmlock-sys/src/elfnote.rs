@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! section .note.vmlock.handover (SHT_NOTE):
-//!   namesz=7 descsz=12 type=1 "vmlock\0\0" "statebin-v1\0"
+//!   namesz=7 descsz=12 type=1 "vmlock\0\0" "statebin-v2\0"
 //! ```
 //!
 //! Before it execs, vmlockd opens the program it is about to run and looks
@@ -22,8 +22,10 @@ use std::os::unix::fs::FileExt;
 pub const SECTION: &str = ".note.vmlock.handover";
 /// The note's owner name.
 const OWNER: &[u8] = b"vmlock\0";
-/// What the note says: the binary state format version the program reads.
-pub const HANDOVER: &[u8] = b"statebin-v1\0";
+/// What the note says: the binary state format version the program reads
+/// (v2 added each owner's acquire time and the daemon's record; a vmlockd
+/// that reads only v1 is handed the JSON).
+pub const HANDOVER: &[u8] = b"statebin-v2\0";
 
 #[repr(C, align(4))]
 struct Note {
@@ -44,7 +46,7 @@ static NOTE: Note = Note {
     descsz: 12,
     kind: 1,
     name: *b"vmlock\0\0",
-    desc: *b"statebin-v1\0",
+    desc: *b"statebin-v2\0",
 };
 
 /// This program's own note (and a reference that keeps it linked in).
@@ -160,7 +162,7 @@ mod tests {
         n.extend_from_slice(&7u32.to_le_bytes());
         n.extend_from_slice(&12u32.to_le_bytes());
         n.extend_from_slice(&1u32.to_le_bytes());
-        n.extend_from_slice(b"vmlock\0\0statebin-v1\0");
+        n.extend_from_slice(b"vmlock\0\0statebin-v2\0");
         assert_eq!(parse_note(&n).as_deref(), Some(HANDOVER));
         let mut other = n.clone();
         other[12] = b'x';

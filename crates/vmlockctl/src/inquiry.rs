@@ -1,106 +1,28 @@
 //! `status`, `list`, `release --force` and the daemon side of `check`:
-//! vmlockd's inquiry program on the admin socket (`docs/inquiry.md`).
+//! vmlockd's inquiry program on the admin socket (`docs/inquiry.md`),
+//! through `vmlock_client::inquiry`; this module prints.
 //!
 //! ```text
 //! admin socket: --admin-socket, else virtlockd-admin-sock beside --socket
-//! call  [len][prog 0x766d6c6b][vers 1][proc][CALL][serial][OK][args]
-//! reply the same header, REPLY, status OK + result | ERROR + virErrorPtr
 //! ```
 //! The JSON printed by `status --json` and `list --json` is documented in
 //! `docs/inquiry.md` and stays stable: fields are added, never renamed.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use vmlock_proto::admin::TypedValue;
-use vmlock_proto::error::WireError;
-use vmlock_proto::frame::{encode_frame, parse_body};
-use vmlock_proto::header::{Header, MessageType, Status};
-use vmlock_proto::inquiry::{Call, ListFilter, LockRow, PROGRAM, RELEASE_TERMINATE, Ret, VERSION};
-use vmlock_proto::xdr::{XdrDecode, XdrEncode};
+use vmlock_client::inquiry::{self as client, InquiryError, ListFilter, LockRow, TypedValue};
 
 use crate::error::CtlError;
 
-/// The admin socket's file name.
-pub const ADMIN_SOCKET_NAME: &str = "virtlockd-admin-sock";
-
-/// The admin socket beside the main socket `main`.
-pub fn admin_socket_for(main: &Path) -> PathBuf {
-    main.with_file_name(ADMIN_SOCKET_NAME)
-}
-
-/// Why an inquiry failed.
-#[derive(Debug)]
-pub enum InquiryError {
-    /// The daemon cannot be reached (no daemon, not root, no such socket).
-    Connect(PathBuf, std::io::Error),
-    /// The connection broke or the reply was malformed.
-    Protocol(String),
-    /// The daemon answered with an error.
-    Daemon(Box<WireError>),
-}
-
-impl std::fmt::Display for InquiryError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Connect(p, e) if e.kind() == std::io::ErrorKind::PermissionDenied => write!(
-                f,
-                "cannot connect to {}: {e} (the admin socket serves root only)",
-                p.display()
-            ),
-            Self::Connect(p, e) => write!(f, "cannot connect to {}: {e}", p.display()),
-            Self::Protocol(m) => f.write_str(m),
-            Self::Daemon(e) => write!(f, "{e}"),
-        }
-    }
-}
+pub use vmlock_client::inquiry::{ADMIN_SOCKET_NAME, admin_socket_for};
 
 impl From<InquiryError> for CtlError {
     fn from(e: InquiryError) -> CtlError {
         CtlError::Inquiry(e.to_string())
     }
-}
-
-/// One call on a fresh connection.
-pub fn call(socket: &Path, call: &Call) -> Result<Ret, InquiryError> {
-    let mut s = UnixStream::connect(socket).map_err(|e| InquiryError::Connect(socket.into(), e))?;
-    let p = call.procedure();
-    let h = Header {
-        prog: PROGRAM,
-        vers: VERSION,
-        proc_: p.to_i32(),
-        mtype: MessageType::Call,
-        serial: 1,
-        status: Status::Ok,
-    };
-    let closed = |e: std::io::Error| {
-        InquiryError::Protocol(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            format!(
-                "{} closed the connection: the daemon serves root only there (or is not vmlockd)",
-                socket.display()
-            )
-        } else {
-            format!("{}: {e}", socket.display())
-        })
-    };
-    s.write_all(&encode_frame(&h, &call.to_xdr()))
-        .map_err(closed)?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).map_err(closed)?;
-    let n = vmlock_proto::frame::body_len(len)
-        .map_err(|e| InquiryError::Protocol(format!("bad reply frame: {e}")))?;
-    let mut body = vec![0u8; n];
-    s.read_exact(&mut body).map_err(closed)?;
-    let msg = parse_body(&body).map_err(|e| InquiryError::Protocol(format!("bad reply: {e}")))?;
-    if msg.header.status == Status::Error {
-        let e = WireError::from_xdr(&msg.payload)
-            .map_err(|e| InquiryError::Protocol(format!("bad error reply: {e}")))?;
-        return Err(InquiryError::Daemon(Box::new(e)));
-    }
-    Ret::decode(p, &msg.payload).map_err(|e| InquiryError::Protocol(format!("bad reply: {e}")))
 }
 
 fn json_value(v: &TypedValue) -> Value {
@@ -128,9 +50,7 @@ fn text_value(v: &TypedValue) -> String {
 
 /// `status`.
 pub fn status(admin: &Path, json: bool, out: &mut dyn Write) -> Result<(), CtlError> {
-    let Ret::Status(params) = call(admin, &Call::Status { flags: 0 })? else {
-        return Err(CtlError::Inquiry("unexpected reply to STATUS".into()));
-    };
+    let params = client::status(admin)?;
     if json {
         let map: Map<String, Value> = params
             .iter()
@@ -179,8 +99,9 @@ pub fn status(admin: &Path, json: bool, out: &mut dyn Write) -> Result<(), CtlEr
     ));
     match get("reexec_time") {
         Some(t) => lines.push(format!(
-            "last re-exec {}: {} locks carried, blackout {} ms",
+            "last re-exec {} (re-execs since start {}): {} locks carried, blackout {} ms",
             time_text(t.parse().unwrap_or(0)),
+            g("reexecs"),
             g("reexec_locks"),
             get("reexec_blackout_us")
                 .and_then(|u| u.parse::<u64>().ok())
@@ -207,11 +128,30 @@ pub fn status(admin: &Path, json: bool, out: &mut dyn Write) -> Result<(), CtlEr
             g("adopted"),
             g("fences")
         ));
+        lines.extend(endpoint_lines(&get));
     }
     for l in lines {
         writeln!(out, "{l}").map_err(write_err)?;
     }
     Ok(())
+}
+
+/// One line per etcd endpoint, from `etcd_endpoint.N.*`.
+fn endpoint_lines(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(url) = get(&format!("etcd_endpoint.{}.url", out.len())) {
+        let f = |k: &str| get(&format!("etcd_endpoint.{}.{k}", out.len()));
+        let state = match f("healthy").as_deref() {
+            Some("1") => format!(
+                "healthy, probe rtt {} us",
+                f("rtt_us").unwrap_or_else(|| "?".into())
+            ),
+            Some(_) => format!("UNHEALTHY: {}", f("error").unwrap_or_default()),
+            None => "not probed yet".into(),
+        };
+        out.push(format!("etcd endpoint {url}: {state}"));
+    }
+    out
 }
 
 fn write_err(source: std::io::Error) -> CtlError {
@@ -312,10 +252,8 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
 
 /// The rows matching `filter`, and how many matched in all.
 pub fn list_rows(admin: &Path, filter: ListFilter) -> Result<(Vec<ListEntry>, u32), CtlError> {
-    match call(admin, &Call::List { filter, flags: 0 })? {
-        Ret::List { rows, total } => Ok((rows.into_iter().map(ListEntry::from).collect(), total)),
-        _ => Err(CtlError::Inquiry("unexpected reply to LIST".into())),
-    }
+    let (rows, total) = client::list(admin, filter)?;
+    Ok((rows.into_iter().map(ListEntry::from).collect(), total))
 }
 
 /// `list`.
@@ -382,24 +320,34 @@ pub fn force_release(
     pid: u32,
     terminate: bool,
 ) -> Result<(u32, u32), CtlError> {
-    let c = Call::Release {
-        lockspace: lockspace.to_owned(),
-        name: name.to_owned(),
-        pid,
-        flags: if terminate { RELEASE_TERMINATE } else { 0 },
-    };
-    match call(admin, &c)? {
-        Ret::Release {
-            released,
-            terminated,
-        } => Ok((released, terminated)),
-        _ => Err(CtlError::Inquiry("unexpected reply to RELEASE".into())),
-    }
+    Ok(client::release(admin, lockspace, name, pid, terminate)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_per_endpoint() {
+        let params = [
+            ("etcd_endpoint.0.url", "http://a:2379"),
+            ("etcd_endpoint.0.healthy", "1"),
+            ("etcd_endpoint.0.rtt_us", "812"),
+            ("etcd_endpoint.1.url", "http://b:2379"),
+            ("etcd_endpoint.1.healthy", "0"),
+            ("etcd_endpoint.1.error", "connect error"),
+            ("etcd_endpoint.2.url", "http://c:2379"),
+        ];
+        let get = |f: &str| params.iter().find(|p| p.0 == f).map(|p| p.1.to_owned());
+        assert_eq!(
+            endpoint_lines(&get),
+            [
+                "etcd endpoint http://a:2379: healthy, probe rtt 812 us",
+                "etcd endpoint http://b:2379: UNHEALTHY: connect error",
+                "etcd endpoint http://c:2379: not probed yet",
+            ]
+        );
+    }
 
     #[test]
     fn times_and_durations() {
@@ -409,14 +357,6 @@ mod tests {
         assert_eq!(duration_text(5), "5s");
         assert_eq!(duration_text(3_600), "1h 0m 0s");
         assert_eq!(duration_text(90_061), "1d 1h 1m 1s");
-    }
-
-    #[test]
-    fn admin_socket_sits_beside_the_main_one() {
-        assert_eq!(
-            admin_socket_for(Path::new("/run/libvirt/virtlockd-sock")),
-            Path::new("/run/libvirt/virtlockd-admin-sock")
-        );
     }
 
     #[test]

@@ -329,6 +329,16 @@ impl ClusterHooks for Hooks {
             fences: s.fences,
             locks: s.locks,
             adopted: s.adopted,
+            endpoint_health: s
+                .endpoint_health
+                .into_iter()
+                .map(|e| crate::stats::EndpointStatus {
+                    url: e.endpoint,
+                    healthy: e.healthy,
+                    rtt: e.rtt,
+                    error: e.error,
+                })
+                .collect(),
         })
     }
 }

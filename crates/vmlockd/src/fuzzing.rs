@@ -61,7 +61,15 @@ pub fn fuzz_entry_read_statebin(data: &[u8]) {
         written_ns: 5,
     };
     let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &first.engine);
-    let bin = binary::encode(origin, &first.servers, &first.lock_fds(), engine, 0);
+    let record = first.daemon.clone().unwrap_or_default();
+    let bin = binary::encode(
+        origin,
+        &first.servers,
+        &first.lock_fds(),
+        engine,
+        &record,
+        0,
+    );
     let checked = binary::check(&bin, (7, 99)).unwrap_or_else(|e| panic!("our file: {e}"));
     let (sockets, locks) = checked.fds().expect("fd lists");
     assert_eq!(sockets, first.socket_fds());
@@ -71,6 +79,7 @@ pub fn fuzz_entry_read_statebin(data: &[u8]) {
         .unwrap_or_else(|e| panic!("reads back: {e}"));
     assert_eq!(again.servers, first.servers, "servers changed");
     assert_eq!(again.engine, first.engine, "engine changed");
+    assert_eq!(again.daemon, first.daemon, "daemon record changed");
 }
 
 /// Every part of the state is bounded by the input length `n`.
@@ -132,7 +141,7 @@ mod tests {
 
     #[test]
     fn statebin_entry_accepts_short_broken_and_real_input() {
-        for data in [&b""[..], b"VMLKST01", &[0u8; 40], &[0xff; 64]] {
+        for data in [&b""[..], b"VMLKST02", &[0u8; 40], &[0xff; 64]] {
             fuzz_entry_read_statebin(data);
         }
         // A real payload: the JSON fixture's state, encoded.
@@ -143,7 +152,14 @@ mod tests {
             written_ns: 3,
         };
         let engine = |w: &mut lockspace::binfmt::Writer| lockspace::binfmt::encode(w, &s.engine);
-        let bin = binary::encode(origin, &s.servers, &s.lock_fds(), engine, 0);
+        let bin = binary::encode(
+            origin,
+            &s.servers,
+            &s.lock_fds(),
+            engine,
+            &Default::default(),
+            0,
+        );
         fuzz_entry_read_statebin(&bin);
         let payload = bin.get(36..bin.len() - 8).expect("payload");
         assert_eq!(

@@ -373,6 +373,7 @@ fn start(
     let ctx = context(conf, engine, hooks, Some(lockspaces));
     if let Some(n) = reexec_locks {
         ctx.shared.stats.set_reexec(n);
+        ctx.shared.owners.adopt(stats::carried_owners());
     }
     ctx.main
         .next_id

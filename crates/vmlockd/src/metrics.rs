@@ -231,7 +231,7 @@ const FROM_STATUS: &[(&str, &str, &str, MetricType, f64)] = &[
     (
         "uptime_s",
         "uptime_seconds",
-        "Seconds since this process image started.",
+        "Seconds since the daemon started (re-execs keep counting).",
         MetricType::Gauge,
         1.0,
     ),
@@ -247,6 +247,13 @@ const FROM_STATUS: &[(&str, &str, &str, MetricType, f64)] = &[
         "reexec_locks_carried",
         "Last re-exec: locks carried over.",
         MetricType::Gauge,
+        1.0,
+    ),
+    (
+        "reexecs",
+        "reexecs",
+        "Re-execs since the daemon started.",
+        MetricType::Counter,
         1.0,
     ),
     (
@@ -316,6 +323,7 @@ impl Collector for Scrape {
             let v = get(field).unwrap_or(0.0);
             m.encode_family(&[("mode", mode)])?.encode_gauge(&v)?;
         }
+        endpoint_metrics(&status, &mut enc)?;
         let Some(req) = ctx.shared.stats.requests() else {
             return Ok(());
         };
@@ -355,6 +363,50 @@ impl Collector for Scrape {
         m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         Ok(())
     }
+}
+
+/// `etcd_endpoint_healthy` and `etcd_endpoint_rtt_seconds`, labelled by
+/// endpoint, from STATUS' `etcd_endpoint.N.*` parameters.
+fn endpoint_metrics(
+    status: &[vmlock_proto::admin::TypedParam],
+    enc: &mut DescriptorEncoder<'_>,
+) -> Result<(), std::fmt::Error> {
+    let get = |f: String| status.iter().find(|p| p.field == f).map(|p| &p.value);
+    let mut eps = Vec::new();
+    while let Some(TypedValue::String(url)) = get(format!("etcd_endpoint.{}.url", eps.len())) {
+        let i = eps.len();
+        let healthy = get(format!("etcd_endpoint.{i}.healthy")).map(num);
+        let rtt = get(format!("etcd_endpoint.{i}.rtt_us")).map(|v| num(v) * 1e-6);
+        eps.push((url.clone(), healthy, rtt));
+    }
+    if eps.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(
+        "etcd_endpoint_healthy",
+        "etcd: the last probe of this endpoint alone was answered (1) or not (0).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (url, h, _) in &eps {
+        if let Some(h) = h {
+            m.encode_family(&[("endpoint", url.as_str())])?
+                .encode_gauge(h)?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "etcd_endpoint_rtt_seconds",
+        "etcd: round trip of the last answered probe of this endpoint.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (url, _, rtt) in &eps {
+        if let Some(r) = rtt {
+            m.encode_family(&[("endpoint", url.as_str())])?
+                .encode_gauge(r)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

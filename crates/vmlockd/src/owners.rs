@@ -5,6 +5,7 @@
 //!  session::register ──► Owners::register(owner)   name, uuid, id, pid,
 //!                                                   the process's start time
 //!  adopted connection (re-exec) ──► the same, from the session it carries
+//!  re-exec state ──► Owners::adopt(the previous image's table)
 //!  inquiry LIST / refusal ──► Owners::get(pid)
 //! ```
 //!
@@ -152,6 +153,24 @@ impl Owners {
             return false;
         };
         m.id == owner.id && m.uuid == owner.uuid && m.name == owner.name && running(fd)
+    }
+
+    /// Every known owner, by pid (for the re-exec state).
+    pub fn all(&self) -> Vec<OwnerMeta> {
+        let mut v: Vec<OwnerMeta> = self.table().by_pid.values().cloned().collect();
+        v.sort_unstable_by_key(|m| m.pid);
+        v
+    }
+
+    /// Takes over owners the previous image knew (after a re-exec); an
+    /// owner already registered here (an adopted connection) keeps its
+    /// entry.
+    pub fn adopt(&self, owners: Vec<OwnerMeta>) {
+        let mut t = self.table();
+        for m in owners {
+            t.by_pid.entry(m.pid).or_insert(m);
+        }
+        t.prune_at = (t.by_pid.len() * 2).max(PRUNE_MIN);
     }
 
     /// What the owner with this pid registered as, if known.

@@ -8,13 +8,33 @@ use std::time::{Duration, Instant};
 
 use vmlock_proto::lock::Procedure;
 
+use crate::owners::OwnerMeta;
+use crate::restart::json::DaemonRecord;
+
 /// When this process image started (set first thing in `main`), for the
 /// blackout of a re-exec.
 pub static IMAGE_START: OnceLock<Instant> = OnceLock::new();
 
+/// The record the previous image handed over (set by the re-exec restore,
+/// before [`Stats::new`] and [`carried_owners`] read it).
+static CARRIED: OnceLock<DaemonRecord> = OnceLock::new();
+
+/// Keeps the record a re-exec carried for [`Stats::new`].
+pub fn carry(r: DaemonRecord) {
+    let _ = CARRIED.set(r);
+}
+
+/// The owners the previous image knew (empty after a start, or after a
+/// re-exec from libvirt's virtlockd).
+pub fn carried_owners() -> Vec<OwnerMeta> {
+    CARRIED.get().map(|r| r.owners.clone()).unwrap_or_default()
+}
+
 /// What the last re-exec looked like from this image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reexec {
+    /// Re-execs since the daemon started (this one included).
+    pub count: u64,
     /// When this image began serving, seconds since the epoch.
     pub at: i64,
     /// From the exec of this image to serving.
@@ -44,6 +64,21 @@ pub struct ClusterStatus {
     pub locks: usize,
     /// Locks adopted from the previous run.
     pub adopted: usize,
+    /// Each etcd endpoint's last probe, in configuration order.
+    pub endpoint_health: Vec<EndpointStatus>,
+}
+
+/// What the last probe of one etcd endpoint found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// The endpoint, as configured.
+    pub url: String,
+    /// `None` until the first probe ended.
+    pub healthy: Option<bool>,
+    /// Round trip of the last answered probe.
+    pub rtt: Option<Duration>,
+    /// Why the last probe failed.
+    pub error: String,
 }
 
 /// Daemon-wide counters and facts for STATUS.
@@ -56,6 +91,8 @@ pub struct Stats {
     pub(crate) forced_releases: AtomicU64,
     pub(crate) forced_terminations: AtomicU64,
     pub(crate) reexec: OnceLock<Reexec>,
+    /// Re-execs before this image (from the previous image's record).
+    pub(crate) carried_reexecs: u64,
     /// Request counters and latency, when metrics are on.
     pub(crate) requests: Option<Requests>,
 }
@@ -63,15 +100,24 @@ pub struct Stats {
 impl Stats {
     /// Counters at zero; `lock_kind` as configured; request metrics
     /// kept only if `metrics` (they cost the request path a little).
+    /// After a re-exec, the start time and counters continue from the
+    /// record the previous image carried ([`carry`]).
     pub fn new(lock_kind: &'static str, metrics: bool) -> Stats {
+        let r = CARRIED.get();
+        let started_at = Instant::now();
+        let started = r.map_or_else(epoch_secs, |r| r.started);
+        let up = u64::try_from(epoch_secs().saturating_sub(started)).unwrap_or(0);
         Stats {
-            started: epoch_secs(),
-            started_at: Instant::now(),
+            started,
+            started_at: started_at
+                .checked_sub(Duration::from_secs(up))
+                .unwrap_or(started_at),
             lock_kind,
-            refusals: AtomicU64::new(0),
-            forced_releases: AtomicU64::new(0),
-            forced_terminations: AtomicU64::new(0),
+            refusals: AtomicU64::new(r.map_or(0, |r| r.refusals)),
+            forced_releases: AtomicU64::new(r.map_or(0, |r| r.forced_releases)),
+            forced_terminations: AtomicU64::new(r.map_or(0, |r| r.forced_terminations)),
             reexec: OnceLock::new(),
+            carried_reexecs: r.map_or(0, |r| r.reexecs),
             requests: metrics.then(Requests::default),
         }
     }
@@ -86,6 +132,18 @@ impl Stats {
         self.requests.as_ref()
     }
 
+    /// What the next image carries over a re-exec.
+    pub fn record(&self) -> DaemonRecord {
+        DaemonRecord {
+            started: self.started,
+            reexecs: self.reexec.get().map_or(0, |r| r.count),
+            refusals: self.refusals(),
+            forced_releases: self.forced_releases(),
+            forced_terminations: self.forced_terminations.load(Ordering::Relaxed),
+            owners: Vec::new(),
+        }
+    }
+
     /// Acquires refused because the resource was held.
     pub fn refusals(&self) -> u64 {
         self.refusals.load(Ordering::Relaxed)
@@ -97,9 +155,12 @@ impl Stats {
     }
 
     /// This image was started by a re-exec that carried `locks` locks.
+    /// Re-execs are counted from the daemon's start when the previous
+    /// image said how many there were (vmlockd), else from this one.
     pub fn set_reexec(&self, locks: usize) {
         let blackout = IMAGE_START.get().map_or(Duration::ZERO, Instant::elapsed);
         let _ = self.reexec.set(Reexec {
+            count: self.carried_reexecs + 1,
             at: epoch_secs(),
             blackout,
             locks,

@@ -368,6 +368,7 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
         nodes.iter().position(|n| n.is_leader())
     })
     .expect("a leader");
+    let down = nodes[leader].url();
     nodes[leader].kill();
     // A lease lifetime and more later: nothing fenced, nothing given away.
     // During the election B's acquire may fail with a cluster error (1)
@@ -391,7 +392,30 @@ fn leader_loss_in_a_three_member_cluster_loses_nothing() {
         acquire(&mut cb, "disk1", false).ok()
     });
     assert!(freed.is_some(), "{}", a.daemon.log_text());
+    // status names the member that is down, and only that one.
+    let seen = etcd::poll(Duration::from_secs(15), || {
+        let s = status_json(&a);
+        (s["etcd_endpoints_healthy"] == 2).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("two of three endpoints healthy: {}", status_json(&a)));
+    for i in 0..3 {
+        let url = &seen[format!("etcd_endpoint.{i}.url")];
+        let healthy = &seen[format!("etcd_endpoint.{i}.healthy")];
+        assert_eq!(*healthy == false, *url == down.as_str(), "{seen}");
+    }
     drop(g);
+}
+
+/// `vmlockctl status --json` of host `h`.
+fn status_json(h: &Host) -> serde_json::Value {
+    let o = Command::new(tool_binary("vmlockctl"))
+        .arg("--socket")
+        .arg(h.daemon.socket_path())
+        .args(["status", "--json"])
+        .output()
+        .expect("vmlockctl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON")
 }
 
 /// etcd requiring client certificates and a password (least-privilege user
@@ -729,6 +753,18 @@ fn list_and_status_name_the_host_and_the_lease() {
     assert_eq!(s["fences"], 0, "{s}");
     let left = s["lease_time_left_ms"].as_u64().expect("time left");
     assert!(left > 0 && left <= TTL * 1000, "{s}");
+    // The one endpoint, probed on its own.
+    assert_eq!(s["etcd_endpoint.0.url"], etcd.url(), "{s}");
+    let probed = etcd::poll(Duration::from_secs(15), || {
+        let s = ctl(&a, &["status", "--json"]);
+        (s["etcd_endpoint.0.healthy"] == true).then_some(s)
+    })
+    .expect("endpoint probed healthy");
+    assert_eq!(probed["etcd_endpoints_healthy"], 1, "{probed}");
+    assert!(
+        probed["etcd_endpoint.0.rtt_us"].as_u64().is_some(),
+        "{probed}"
+    );
 
     let (code, text) = acquire(&mut cb, "disk1", false).unwrap_err();
     assert_eq!(code, 87);

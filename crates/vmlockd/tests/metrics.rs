@@ -169,3 +169,125 @@ fn a_bad_metrics_address_stops_start_up() {
         "{err}"
     );
 }
+
+/// `GET path` from an HTTP server on 127.0.0.1:`port`: the body of a 200
+/// response, or `None` (not up yet, or another status).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_owned())
+}
+
+/// The value of a Prometheus instant query that returns one series.
+fn query(prom: u16, expr: &str) -> Option<f64> {
+    let enc: String = expr
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = http_get(prom, &format!("/api/v1/query?query={enc}"))?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?;
+    match result.as_slice() {
+        [one] => one["value"][1].as_str()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A real Prometheus server scrapes the daemon every second; its HTTP API
+/// shows the daemon's lock count, and the change after a release.
+#[test]
+fn a_prometheus_server_scrapes_the_daemon() {
+    let have = Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !vmlock_testkit::ci::require(
+        have,
+        "prometheus is not installed (Debian package prometheus)",
+    ) {
+        return;
+    }
+    let port = vmlock_testkit::etcd::free_port();
+    let conf = format!("metrics_listen = \"127.0.0.1:{port}\"\n");
+    let d = Daemon::start(DaemonSpec::new(Flavor::Ours).config(&conf)).expect("vmlockd");
+    let disk = d.dir().join("p.img");
+    std::fs::write(&disk, b"").expect("disk");
+    let disk = disk.to_str().expect("utf-8").to_owned();
+    let mut a = d.connect();
+    assert!(ok(&a
+        .call(&frames::register(1, [1; 16], "a", 1, 4_194_210, 0))
+        .expect("reg")));
+    assert!(ok(&a.call(&frames::acquire(2, "", &disk, 0)).expect("acq")));
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let yml = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: vmlockd\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let prom = vmlock_testkit::etcd::free_port();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
+    let mut server = Command::new("prometheus")
+        .arg(format!("--config.file={}", yml.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut server);
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let wait = std::time::Duration::from_secs(60);
+    let seen = |expr: &str, want: f64| {
+        vmlock_testkit::wait_until(wait, || query(prom, expr) == Some(want))
+    };
+    assert!(
+        seen("up{job=\"vmlockd\"}", 1.0),
+        "target never up:\n{}",
+        log()
+    );
+    assert!(
+        seen("vmlockd_locks{mode=\"exclusive\"}", 1.0),
+        "lock count never scraped:\n{}",
+        log()
+    );
+    assert!(seen("vmlockd_owners", 1.0), "{}", log());
+    assert!(ok(&a.call(&frames::release(3, "", &disk, 0)).expect("rel")));
+    assert!(
+        seen("vmlockd_locks{mode=\"exclusive\"}", 0.0),
+        "the release never reached Prometheus:\n{}",
+        log()
+    );
+    assert!(
+        seen(
+            "vmlockd_requests_total{procedure=\"RELEASE_RESOURCE\",result=\"ok\"}",
+            1.0
+        ),
+        "{}",
+        log()
+    );
+}

@@ -120,7 +120,8 @@ pub struct CompareOpts {
         default_value = "raw-own,raw-contended,plugin,plugin-kept"
     )]
     pub modes: Vec<String>,
-    /// Targets, comma-separated (null, vmlockd, virtlockd).
+    /// Targets, comma-separated (null, vmlockd, vmlockd-metrics, virtlockd);
+    /// vmlockd-metrics is vmlockd with `metrics_listen` set.
     #[arg(long, value_delimiter = ',', default_value = "null,vmlockd,virtlockd")]
     pub targets: Vec<String>,
     /// The vmlockd binary.

@@ -1,12 +1,14 @@
 //! `compare`: every mode against every target in one run, interleaved.
 //!
 //! ```text
-//! start targets (null, vmlockd, virtlockd), each in its own namespace
+//! start targets (null, vmlockd, vmlockd-metrics, virtlockd), each in its own namespace
+//!          (vmlockd-metrics: the same vmlockd with `metrics_listen` set)
 //! memory:  for each daemon: idle RSS, RSS with N locks held, release
 //! cells:   for round in 1..=rounds, for mode in modes, for clients in [1, 4, 16, 64]:
 //!              for target in targets rotated by the cell number:   (drift hits all equally)
 //!                  run the cell for --duration
 //!          each cell reports its median round by rate
+//! check:   vmlockd-metrics' /metrics counted the requests (metrics were on)
 //! report:  Markdown tables (report.rs)
 //! ```
 //!
@@ -79,7 +81,7 @@ pub struct CompareSpec {
     pub clients: Vec<u32>,
     /// Modes, in order.
     pub modes: Vec<Mode>,
-    /// Targets by name: `null`, `vmlockd`, `virtlockd`.
+    /// Targets by name: `null`, `vmlockd`, `vmlockd-metrics`, `virtlockd`.
     pub targets: Vec<String>,
     /// vmlockd binary.
     pub vmlockd: PathBuf,
@@ -146,7 +148,12 @@ impl Report {
     }
 }
 
-fn start_target(name: &str, spec: &CompareSpec) -> Result<Target> {
+/// The target running vmlockd with Prometheus metrics on.
+pub const METRICS_TARGET: &str = "vmlockd-metrics";
+/// Its metrics socket inside the namespace (`/run` is the run dir).
+const METRICS_SOCKET: &str = "vmlockd-metrics.sock";
+
+fn start_target(name: &str, spec: &CompareSpec, files: &Path) -> Result<Target> {
     match name {
         "null" => {
             let exe = std::env::current_exe().map_err(BenchError::io("locate own binary"))?;
@@ -154,9 +161,51 @@ fn start_target(name: &str, spec: &CompareSpec) -> Result<Target> {
             Target::start(name, &exe, &["serve-null", "--socket", sock])
         }
         "vmlockd" => Target::start(name, &spec.vmlockd, &[]),
+        METRICS_TARGET => {
+            // Everything as the plain target (no configuration file exists
+            // in the namespace for either), plus metrics.
+            let conf = files.join("vmlockd-metrics.conf");
+            let text = format!("metrics_listen = \"/run/{METRICS_SOCKET}\"\n");
+            std::fs::write(&conf, text)
+                .map_err(BenchError::io(format!("write {}", conf.display())))?;
+            let conf = conf.to_string_lossy().into_owned();
+            Target::start(name, &spec.vmlockd, &["-f", &conf])
+        }
         "virtlockd" => Target::start(name, &spec.virtlockd, &[]),
         other => Err(BenchError::Usage(format!("unknown target {other}"))),
     }
+}
+
+/// `GET /metrics` from a metrics target; fails unless it counted lock
+/// requests (so a run that says "metrics on" had them on).
+pub fn scrape_requests(t: &Target) -> Result<u64> {
+    use std::io::{Read, Write};
+    let path = t.run_dir().join(METRICS_SOCKET);
+    let io = |what: &str| BenchError::io(format!("{what} {}", path.display()));
+    let mut s = std::os::unix::net::UnixStream::connect(&path).map_err(io("connect"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io("timeout"))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .map_err(io("write"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(io("read"))?;
+    let n = requests_total(&text);
+    if n == 0 {
+        return Err(BenchError::Process(format!(
+            "{}: /metrics counted no requests: metrics were not on",
+            t.name
+        )));
+    }
+    Ok(n)
+}
+
+/// The sum of every `vmlockd_requests_total` sample in an exposition text.
+pub fn requests_total(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("vmlockd_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 /// Runs the whole comparison.
@@ -164,7 +213,7 @@ pub fn run(spec: &CompareSpec) -> Result<Report> {
     let files = TempDir::new("files")?;
     let mut targets = Vec::with_capacity(spec.targets.len());
     for name in &spec.targets {
-        targets.push(start_target(name, spec)?);
+        targets.push(start_target(name, spec, files.path())?);
     }
     let memory = measure_memory(spec, &targets, files.path())?;
     let load_before = loadavg();
@@ -207,6 +256,13 @@ pub fn run(spec: &CompareSpec) -> Result<Report> {
         }
     }
     let load = (load_before, loadavg());
+    for t in targets.iter().filter(|t| t.name == METRICS_TARGET) {
+        eprintln!(
+            "{}: /metrics counted {} requests",
+            t.name,
+            scrape_requests(t)?
+        );
+    }
     let spec = spec.clone();
     Ok(Report {
         spec,
@@ -270,4 +326,20 @@ fn run_cell(
         pid_base,
         wait: spec.wait,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_total_sums_every_series() {
+        let text = "# HELP vmlockd_requests_total lock-program requests.\n\
+                    # TYPE vmlockd_requests_total counter\n\
+                    vmlockd_requests_total{procedure=\"REGISTER\",result=\"ok\"} 4\n\
+                    vmlockd_requests_total{procedure=\"ACQUIRE_RESOURCE\",result=\"error\"} 12\n\
+                    vmlockd_refusals_total 12\n";
+        assert_eq!(requests_total(text), 16);
+        assert_eq!(requests_total("vmlockd_refusals_total 3\n"), 0);
+    }
 }

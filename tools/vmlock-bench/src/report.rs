@@ -5,6 +5,9 @@
 //! | mode | clients | unit | null | vmlockd | virtlockd | vmlockd/virtlockd | vmlockd/ceiling |
 //! ```
 //!
+//! With the `vmlockd-metrics` target beside `vmlockd`, a table of the two
+//! side by side: metrics on / off (ops), and p99 latency of each.
+//!
 //! Ratios are printed only when both sides were measured; "ceiling" is the `null` target.
 //! vmlockd/virtlockd compares operations per second. vmlockd/ceiling compares *calls*
 //! per second, because the do-nothing server never answers "busy": in contended mode
@@ -120,6 +123,44 @@ fn outcomes(report: &Report, out: &mut String) {
     }
 }
 
+/// vmlockd with metrics off and on, side by side (only when both ran).
+fn metrics_cost(report: &Report, out: &mut String) {
+    let on_name = crate::compare::METRICS_TARGET;
+    let t = &report.spec.targets;
+    if !(t.iter().any(|n| n == "vmlockd") && t.iter().any(|n| n == on_name)) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "vmlockd with metrics off and on (`metrics_listen` set):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| mode | clients | unit | metrics off | metrics on | on/off (ops) | p99 off / on (µs) |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---:|---:|---:|---:|");
+    for (mode, c) in grid(report) {
+        let (off, on) = (
+            report.cell(mode, c, "vmlockd"),
+            report.cell(mode, c, on_name),
+        );
+        let rate = |r: Option<&CellResult>| r.map_or("–".into(), |r| thousands(r.rate()));
+        let p99 = |r: Option<&CellResult>| r.map_or("–".into(), |r| micros(r.p99_ns));
+        let _ = writeln!(
+            out,
+            "| {} | {c} | {} | {} | {} | {} | {} / {} |",
+            mode.name(),
+            mode.unit(),
+            rate(off),
+            rate(on),
+            ratio(on, off, CellResult::rate),
+            p99(off),
+            p99(on),
+        );
+    }
+    out.push('\n');
+}
+
 fn memory(mem: &[(String, MemResult)], out: &mut String) {
     if mem.is_empty() {
         return;
@@ -166,6 +207,7 @@ pub fn markdown(report: &Report) -> String {
     out.push('\n');
     outcomes(report, &mut out);
     out.push('\n');
+    metrics_cost(report, &mut out);
     memory(&report.memory, &mut out);
     out
 }
@@ -246,6 +288,36 @@ mod tests {
         );
         assert!(
             md.contains("| vmlockd | 1,000 | 3,000 | 1,000 | 2.00 |"),
+            "{md}"
+        );
+        assert!(!md.contains("metrics off"), "{md}");
+    }
+
+    #[test]
+    fn metrics_on_and_off_side_by_side() {
+        let spec = CompareSpec {
+            duration: Duration::from_secs(1),
+            clients: vec![4],
+            modes: vec![Mode::RawOwn],
+            targets: vec!["vmlockd".into(), "vmlockd-metrics".into()],
+            vmlockd: "x".into(),
+            virtlockd: "y".into(),
+            plugin: "z".into(),
+            mem_locks: 0,
+            mem_conns: 1,
+            max_ops: 10,
+            rounds: 1,
+            wait: crate::conn::Wait::Poll,
+        };
+        let report = Report {
+            spec,
+            cells: vec![cell("vmlockd", 40_000), cell("vmlockd-metrics", 39_000)],
+            memory: vec![],
+            load: ("?".into(), "?".into()),
+        };
+        let md = markdown(&report);
+        assert!(
+            md.contains("| raw-own | 4 | cycles/s | 40,000 | 39,000 | 0.97 | 50.0 / 50.0 |"),
             "{md}"
         );
     }

@@ -226,6 +226,8 @@ fn operators_see_and_manage_what_lockd_so_took() {
         "{text}"
     );
 
+    what_a_re_exec_keeps(&d, &rows, &s);
+
     bad_input_is_refused_and_releases_nothing(&d, &vm1, qemu);
 
     // The dead holder's lock: released by force, logged, counted.
@@ -317,6 +319,37 @@ fn operators_see_and_manage_what_lockd_so_took() {
     drop(p);
     let mut d = d;
     d.assert_alive();
+}
+
+/// A SIGUSR1 re-exec keeps every row as it was (`since` included), the
+/// daemon's start time and its counters, and records itself.
+fn what_a_re_exec_keeps(d: &Daemon, rows: &[serde_json::Value], before: &serde_json::Value) {
+    assert_eq!(before.get("reexec_time"), None, "{before}");
+    d.signal(libc::SIGUSR1).expect("re-exec");
+    assert!(
+        vmlock_testkit::wait_until(Duration::from_secs(30), || d
+            .log_text()
+            .contains("restored after re-exec")),
+        "{}",
+        d.log_text()
+    );
+    let mut again = list(d);
+    let mut rows = rows.to_vec();
+    let key = |r: &serde_json::Value| r["resource"].as_str().unwrap_or_default().to_owned();
+    again.sort_by_key(key);
+    rows.sort_by_key(key);
+    assert_eq!(again, rows, "rows after the re-exec");
+    let s = status(d);
+    assert_eq!(s["pid"], d.pid());
+    assert_eq!(s["started"], before["started"], "{s}");
+    assert!(s["uptime_s"].as_u64() >= before["uptime_s"].as_u64(), "{s}");
+    assert_eq!(s["refusals"], before["refusals"]);
+    assert_eq!(s["reexecs"], 1, "{s}");
+    assert_eq!(s["reexec_locks"], 2, "{s}");
+    assert!(
+        s["reexec_time"].as_i64() >= before["started"].as_i64(),
+        "{s}"
+    );
 }
 
 /// Unknown filters, unlocked paths, a non-root caller and malformed

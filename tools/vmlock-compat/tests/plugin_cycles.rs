@@ -160,9 +160,20 @@ fn start_pause_cycles_through_re_execs() {
     let mut ctx = Ctx { d, t: Vec::new() };
     let children = start(&ctx, "init", 4, CYCLES);
     let t0 = Instant::now();
-    for _ in 0..5 {
+    for i in 0..5 {
         std::thread::sleep(Duration::from_millis(150));
         ctx.d.signal(libc::SIGUSR1).expect("SIGUSR1");
+        // One signal at a time: two sent while an image starts up (its
+        // signals still blocked) would merge into one re-exec.
+        let logged = vmlock_testkit::wait_until(Duration::from_secs(30), || {
+            ctx.d.log_text().matches("SIGUSR1: re-exec").count() > i
+        });
+        assert!(
+            logged,
+            "re-exec {} not logged:\n{}",
+            i + 1,
+            ctx.d.log_text()
+        );
     }
     finish(children, "direct, four processes, five re-execs");
     eprintln!("four processes through five re-execs: {:?}", t0.elapsed());

@@ -38,8 +38,43 @@ fn switch(from: Flavor, to: Flavor) {
     );
     assert!(!w.d.state_file().exists(), "the state file is consumed");
     w.assert_all_held();
+    if to == Flavor::Ours {
+        since_unknown_after_upgrade(&w);
+    }
     w.assert_release_paths();
     w.d.assert_alive();
+}
+
+/// libvirt's state has no acquire times: vmlockd lists every lock it took
+/// over with `since` null (docs/inquiry.md, "Across a re-exec"), and
+/// counts re-execs from this one.
+fn since_unknown_after_upgrade(w: &World) {
+    let ctl = |args: &[&str]| {
+        let o = std::process::Command::new(vmlock_testkit::tool_binary("vmlockctl"))
+            .arg("--socket")
+            .arg(w.d.socket_path())
+            .arg("--admin-socket")
+            .arg(w.d.admin_socket_path())
+            .args(args)
+            .output()
+            .expect("vmlockctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("JSON")
+    };
+    let rows = ctl(&["list", "--json"]);
+    let rows = rows.as_array().expect("array");
+    assert!(!rows.is_empty(), "the locks taken over are listed");
+    assert!(rows.iter().all(|r| r["since"].is_null()), "{rows:?}");
+    let s = ctl(&["status", "--json"]);
+    assert_eq!(s["reexecs"], 1, "{s}");
+    // The daemon's start is this re-exec (libvirt kept no record of its own).
+    let (started, at) = (s["started"].as_i64(), s["reexec_time"].as_i64());
+    assert!(
+        started
+            .zip(at)
+            .is_some_and(|(s0, t)| (t - 2..=t).contains(&s0)),
+        "{s}"
+    );
 }
 
 #[test]

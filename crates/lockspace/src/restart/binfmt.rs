@@ -10,8 +10,9 @@
 //! snapshot = u32 n_lockspaces, lockspace*, u32 n_lingering, (str path, i32 fd)*
 //! lockspace= u8 has_directory, [str directory], u32 n_resources, resource*
 //! resource = str name, u8 bits, [str path], i32 fd, u32 wire_flags,
-//!            [u64 dev, u64 ino], u32 n_owners, u32 pid*, u32 n_aliases,
-//!            (str lockspace, str name)*
+//!            [u64 dev, u64 ino], u32 n_owners, (u32 pid, u32 since)*,
+//!            u32 n_aliases, (str lockspace, str name)*
+//! since    = when that owner acquired it, seconds since the epoch (0: unknown)
 //! bits     = 1 lock_held | 2 posix | 4 has_ident | 8 path = directory "/" name
 //! ```
 //!
@@ -178,7 +179,7 @@ pub(crate) fn put_resource<'s>(
     w: &mut Writer,
     dir: &str,
     r: &ResourceParts<'_>,
-    owners: impl ExactSizeIterator<Item = u32>,
+    owners: impl ExactSizeIterator<Item = (u32, u32)>,
     aliases: impl ExactSizeIterator<Item = (&'s str, &'s str)>,
 ) {
     // The path is only written when the lockspace and name don't give it.
@@ -202,8 +203,9 @@ pub(crate) fn put_resource<'s>(
         w.u64(ino);
     }
     w.len(owners.len());
-    for pid in owners {
+    for (pid, since) in owners {
         w.u32(pid);
+        w.u32(since);
     }
     w.len(aliases.len());
     for (l, n) in aliases {
@@ -246,8 +248,13 @@ fn resource(r: &mut Reader<'_>, dir: Option<&str>) -> Result<ResourceSnap, Decod
     } else {
         None
     };
-    let n = r.count(4)?;
-    let owners = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    let n = r.count(8)?;
+    let mut owners = Vec::with_capacity(n);
+    let mut since = Vec::with_capacity(n);
+    for _ in 0..n {
+        owners.push(r.u32()?);
+        since.push(r.u32()?);
+    }
     let n = r.count(8)?;
     let aliases = (0..n)
         .map(|_| Ok((r.string()?, r.string()?)))
@@ -266,6 +273,7 @@ fn resource(r: &mut Reader<'_>, dir: Option<&str>) -> Result<ResourceSnap, Decod
         },
         aliases,
         ident,
+        since,
     })
 }
 
@@ -342,7 +350,8 @@ pub fn encode(w: &mut Writer, s: &Snapshot) {
                 ident: r.ident,
             };
             let aliases = r.aliases.iter().map(|(l, n)| (l.as_str(), n.as_str()));
-            put_resource(w, dir, &parts, r.owners.iter().copied(), aliases);
+            let owners = (0..r.owners.len()).map(|i| (r.owners[i], r.since_of(i)));
+            put_resource(w, dir, &parts, owners, aliases);
         }
     }
     w.len(s.lingering.len());
@@ -367,6 +376,7 @@ mod tests {
             lock_kind: LockKind::Ofd,
             aliases: vec![("/ls".into(), "other".into())],
             ident: Some((66, 1234)),
+            since: vec![1_700_000_000, 0, 1_700_000_009],
         }
     }
 

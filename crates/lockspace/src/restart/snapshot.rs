@@ -6,7 +6,9 @@
 //!   "vmlockLingering": [ { "path": "/x", "fd": 17 } ]           (ours, optional)
 //! R = { "name", "path", "fd", "lockHeld", "flags" (SHARED=1|AUTOCREATE=2), "owners": [pid..],
 //!       "vmlockLockKind": "ofd"|"posix", "vmlockAliases": [["ls","name"]..],
-//!       "vmlockIdent": [st_dev, st_ino] }                                      (ours, optional)
+//!       "vmlockIdent": [st_dev, st_ino],                                      (ours, optional)
+//!       "vmlockSince": [secs..] }   (ours, optional: one per owner, when it acquired,
+//!                                    0 unknown; omitted when every one is unknown)
 //! ```
 //!
 //! libvirt ignores our `vmlock*` keys; a file written by libvirt has none,
@@ -100,6 +102,22 @@ pub struct ResourceSnap {
         skip_serializing_if = "Option::is_none"
     )]
     pub ident: Option<(u64, u64)>,
+    /// When each of `owners` acquired it, seconds since the epoch, 0 if
+    /// unknown (ours; absent in libvirt's files: every owner unknown).
+    #[serde(rename = "vmlockSince", default, skip_serializing_if = "Vec::is_empty")]
+    pub since: Vec<u32>,
+}
+
+impl ResourceSnap {
+    /// When owner `i` acquired the resource (0: unknown, as for every
+    /// owner of a file libvirt's daemon wrote).
+    pub fn since_of(&self, i: usize) -> u32 {
+        if self.since.len() == self.owners.len() {
+            self.since.get(i).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
 }
 
 /// A descriptor the caller of [`Engine::restore_adopted`] has taken
@@ -284,6 +302,13 @@ fn resource_snap(res: &Resource) -> ResourceSnap {
         }
         .to_wire(),
         owners: res.owners.iter().map(|o| o.pid).collect(),
+        // Omitted when no owner's time is known (restored from libvirt's
+        // state), as the file libvirt wrote had it.
+        since: if res.owners.iter().any(|o| o.since != 0) {
+            res.owners.iter().map(|o| o.since).collect()
+        } else {
+            Vec::new()
+        },
         lock_kind: res.kind,
         aliases: res.names.iter().skip(1).map(|k| (**k).clone()).collect(),
         ident: Some(res.ident),
@@ -517,6 +542,7 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
         let Some((file, ident)) = self.adopt(snap.fd, &snap.name, snap.ident) else {
             return;
         };
+        let since: Vec<u32> = (0..snap.owners.len()).map(|i| snap.since_of(i)).collect();
         let ResourceSnap {
             name,
             path,
@@ -561,11 +587,8 @@ impl<F: FnMut(i32) -> io::Result<Adopted>> Restorer<F> {
             kind: lock_kind,
             owners: owners
                 .iter()
-                .map(|&pid| Owner {
-                    pid,
-                    via: 0,
-                    since: 0,
-                })
+                .zip(since)
+                .map(|(&pid, since)| Owner { pid, via: 0, since })
                 .collect(),
         };
         let dup = st.insert_claimed(id, res);

@@ -272,6 +272,9 @@ impl Serialize for ResourceView<'_> {
             m.serialize_entry("vmlockAliases", &Seq(aliases))?;
         }
         m.serialize_entry("vmlockIdent", &r.ident)?;
+        if r.owners.iter().any(|o| o.since != 0) {
+            m.serialize_entry("vmlockSince", &Seq(r.owners.iter().map(|o| o.since)))?;
+        }
         m.end()
     }
 }
@@ -356,7 +359,7 @@ fn encode_resources(w: &mut binfmt::Writer, dir: &str, res: &[&Resource]) {
             kind: r.kind,
             ident: Some(r.ident),
         };
-        let owners = r.owners.iter().map(|o| o.pid);
+        let owners = r.owners.iter().map(|o| (o.pid, o.since));
         let aliases = r.names.iter().skip(1).map(|k| (k.0.as_str(), k.1.as_str()));
         binfmt::put_resource(w, dir, &parts, owners, aliases);
     }

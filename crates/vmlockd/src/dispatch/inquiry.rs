@@ -33,6 +33,7 @@ use vmlock_proto::xdr::XdrEncode;
 use crate::ctx::Ctx;
 use crate::owners::OwnerMeta;
 use crate::session::Session;
+use crate::stats::EndpointStatus;
 
 /// A failed call.
 type Failure = Box<WireError>;
@@ -179,6 +180,7 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
             ULLong(u64_of(r.blackout.as_micros())),
         ));
         p.push(param("reexec_locks", ULLong(r.locks as u64)));
+        p.push(param("reexecs", ULLong(r.count)));
     }
     if let Some(c) = sh.cluster.as_ref().and_then(|c| c.status()) {
         p.push(param("host_id", Str(c.host_id)));
@@ -196,6 +198,30 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
         p.push(param("fences", ULLong(c.fences)));
         p.push(param("cluster_locks", UInt(u32_of(c.locks))));
         p.push(param("adopted", UInt(u32_of(c.adopted))));
+        p.extend(endpoint_params(&c.endpoint_health));
+    }
+    p
+}
+
+/// `etcd_endpoints_healthy`, then per endpoint N (configuration order):
+/// `etcd_endpoint.N.url`, `.healthy` (once probed), `.rtt_us` (last
+/// answered probe), `.error` (when the last probe failed).
+pub fn endpoint_params(eps: &[EndpointStatus]) -> Vec<TypedParam> {
+    use TypedValue::{Boolean, String as Str, UInt, ULLong};
+    let up = eps.iter().filter(|e| e.healthy == Some(true)).count();
+    let mut p = vec![param("etcd_endpoints_healthy", UInt(u32_of(up)))];
+    for (i, e) in eps.iter().enumerate() {
+        let name = |f: &str| format!("etcd_endpoint.{i}.{f}");
+        p.push(param(&name("url"), Str(e.url.clone())));
+        if let Some(h) = e.healthy {
+            p.push(param(&name("healthy"), Boolean(i32::from(h))));
+        }
+        if let Some(t) = e.rtt {
+            p.push(param(&name("rtt_us"), ULLong(u64_of(t.as_micros()))));
+        }
+        if e.healthy == Some(false) {
+            p.push(param(&name("error"), Str(e.error.clone())));
+        }
     }
     p
 }

@@ -10,9 +10,12 @@
 //! key matching, no escapes; docs/PERFORMANCE.md has the numbers).
 //!
 //! ```text
-//! "VMLKST01"  u32 pid  u64 start_time  u64 written_ns  u64 payload_len
+//! "VMLKST02"  u32 pid  u64 start_time  u64 written_ns  u64 payload_len
 //! payload = u32 n, i32 socket_fd*, u32 n, i32 lock_fd*, u32 n_servers, server*,
-//!           lockspace::binfmt snapshot
+//!           lockspace::binfmt snapshot, record
+//! record  = i64 started, u64 reexecs, u64 refusals, u64 forced_releases,
+//!           u64 forced_terminations, u32 n, owner*      (json::DaemonRecord)
+//! owner   = u32 pid, u32 id, str name, 16 uuid, u8 has_start, [u64 start_time]
 //! server  = str name, u64 max_clients, u64 next_client_id,
 //!           u32 n, (i32 fd, u8 unlink)*, u32 n, client*
 //! client  = u64 id, i64 conn_time, i32 fd, u8 has_lock,
@@ -31,9 +34,10 @@
 
 use lockspace::binfmt::{DecodeError, Reader, Writer};
 
-use super::json::{ClientRef, LockPriv, ServerRef, SockRef, State};
+use super::json::{ClientRef, DaemonRecord, LockPriv, ServerRef, SockRef, State};
+use crate::owners::OwnerMeta;
 
-const MAGIC: &[u8; 8] = b"VMLKST01";
+const MAGIC: &[u8; 8] = b"VMLKST02";
 
 /// Who wrote a state (checked by the reader against itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,7 @@ pub fn encode(
     servers: &[ServerRef],
     engine_fds: &[i32],
     engine: impl FnOnce(&mut Writer),
+    record: &DaemonRecord,
     size_hint: usize,
 ) -> Vec<u8> {
     let mut w = Writer::with_capacity(size_hint + 64);
@@ -82,6 +87,26 @@ pub fn encode(
         put_server(&mut w, s);
     }
     engine(&mut w);
+    w.i64(record.started);
+    for n in [
+        record.reexecs,
+        record.refusals,
+        record.forced_releases,
+        record.forced_terminations,
+    ] {
+        w.u64(n);
+    }
+    w.len(record.owners.len());
+    for o in &record.owners {
+        w.u32(o.pid);
+        w.u32(o.id);
+        w.str(&o.name);
+        w.buf.extend_from_slice(&o.uuid);
+        w.u8(u8::from(o.start_time.is_some()));
+        if let Some(t) = o.start_time {
+            w.u64(t);
+        }
+    }
     let len = (w.buf.len() - start) as u64;
     w.buf[len_at..start].copy_from_slice(&len.to_le_bytes());
     let sum = checksum(&w.buf[start..]);
@@ -214,6 +239,19 @@ pub(crate) fn decode_payload(payload: &[u8], pid: u32) -> Result<State, DecodeEr
         .map(|_| server(&mut r))
         .collect::<Result<Vec<_>, _>>()?;
     let engine = lockspace::binfmt::decode(&mut r)?;
+    let record = DaemonRecord {
+        started: r.i64()?,
+        reexecs: r.u64()?,
+        refusals: r.u64()?,
+        forced_releases: r.u64()?,
+        forced_terminations: r.u64()?,
+        owners: Vec::new(),
+    };
+    let n = r.count(29)?;
+    let owners = (0..n)
+        .map(|_| owner(&mut r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let record = DaemonRecord { owners, ..record };
     if r.remaining() != 0 {
         return Err(DecodeError("trailing bytes"));
     }
@@ -221,6 +259,7 @@ pub(crate) fn decode_payload(payload: &[u8], pid: u32) -> Result<State, DecodeEr
         servers,
         engine,
         magic: pid.to_string(),
+        daemon: Some(record),
     })
 }
 
@@ -229,6 +268,28 @@ pub(crate) fn decode_payload(payload: &[u8], pid: u32) -> Result<State, DecodeEr
 fn decode(buf: &[u8], me: (u32, u64)) -> Result<(Origin, State), BinError> {
     let c = check(buf, me)?;
     Ok((c.origin, c.decode()?))
+}
+
+fn owner(r: &mut Reader<'_>) -> Result<OwnerMeta, DecodeError> {
+    let pid = r.u32()?;
+    let id = r.u32()?;
+    let name = r.string()?;
+    let mut uuid = [0u8; 16];
+    for b in &mut uuid {
+        *b = r.u8()?;
+    }
+    let start_time = match r.u8()? {
+        0 => None,
+        1 => Some(r.u64()?),
+        _ => return Err(DecodeError("bad start time flag")),
+    };
+    Ok(OwnerMeta {
+        name,
+        uuid,
+        id,
+        pid,
+        start_time,
+    })
 }
 
 fn server(r: &mut Reader<'_>) -> Result<ServerRef, DecodeError> {
@@ -352,6 +413,20 @@ mod tests {
             ],
             engine: lockspace::Snapshot::default(),
             magic: "77".into(),
+            daemon: Some(DaemonRecord {
+                started: 1_700_000_000,
+                reexecs: 2,
+                refusals: 3,
+                forced_releases: 4,
+                forced_terminations: 5,
+                owners: vec![OwnerMeta {
+                    name: "vm3".into(),
+                    uuid: [3; 16],
+                    id: 3,
+                    pid: 4_194_011,
+                    start_time: Some(77),
+                }],
+            }),
         }
     }
 
@@ -361,6 +436,7 @@ mod tests {
             &s.servers,
             &[21, 22],
             |w| lockspace::binfmt::encode(w, &s.engine),
+            &s.daemon.clone().unwrap_or_default(),
             0,
         )
     }
@@ -380,6 +456,7 @@ mod tests {
         assert_eq!(back.servers, s.servers);
         assert_eq!(back.engine, s.engine);
         assert_eq!(back.magic, "77");
+        assert_eq!(back.daemon, s.daemon);
         let (sockets, locks) = check(&bin, (77, 123_456)).unwrap().fds().unwrap();
         assert_eq!(sockets, s.fds());
         assert_eq!(locks, [21, 22]);

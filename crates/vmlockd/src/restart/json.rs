@@ -4,6 +4,9 @@
 //! { "daemon": { "servers": { "admin": Server, "virtlockd": Server } },
 //!   "defaultLockspace": { "resources": [..] },          ← lockspace::Snapshot
 //!   "lockspaces": [ { "directory": .., "resources": [..] } ],
+//!   "vmlockDaemon": { "started", "reexecs", "refusals", "forcedReleases",
+//!                     "forcedTerminations",          ← ours, optional: DaemonRecord
+//!                     "owners": [ { "pid", "id", "name", "uuid", "startTime"? } ] },
 //!   "magic": "<writer pid>" }
 //! Server = { min_workers, max_workers, priority_workers, max_clients,
 //!            max_anonymous_clients, keepaliveInterval: 4294967295, keepaliveCount,
@@ -23,6 +26,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use lockspace::Snapshot;
+
+use crate::owners::OwnerMeta;
 
 /// A listening socket in the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +83,81 @@ pub struct ServerRef {
     pub clients: Vec<ClientRef>,
 }
 
+/// What the daemon carries over a re-exec besides servers and locks, for
+/// `vmlockctl status` and `list` (absent in libvirt's files: then the
+/// daemon counts from the re-exec, as after a start, and knows only the
+/// owners of the connections it adopts).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonRecord {
+    /// When the first image started, seconds since the epoch.
+    pub started: i64,
+    /// Re-execs before this one.
+    pub reexecs: u64,
+    /// Acquires refused because the resource was held.
+    pub refusals: u64,
+    /// Forced releases.
+    pub forced_releases: u64,
+    /// Holders terminated by forced releases.
+    pub forced_terminations: u64,
+    /// What each known owner registered as (those whose connection is
+    /// gone too: libvirtd acquires for a QEMU that never connects).
+    pub owners: Vec<OwnerMeta>,
+}
+
+impl DaemonRecord {
+    fn to_json(&self) -> Value {
+        let owners: Vec<Value> = self
+            .owners
+            .iter()
+            .map(|o| {
+                let mut v = serde_json::json!({
+                    "pid": o.pid, "id": o.id, "name": o.name, "uuid": uuid_text(&o.uuid),
+                });
+                if let (Some(t), Value::Object(m)) = (o.start_time, &mut v) {
+                    m.insert("startTime".into(), t.into());
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "started": self.started, "reexecs": self.reexecs, "refusals": self.refusals,
+            "forcedReleases": self.forced_releases,
+            "forcedTerminations": self.forced_terminations, "owners": owners,
+        })
+    }
+
+    /// Reads what [`DaemonRecord::to_json`] wrote; missing numbers are 0,
+    /// malformed owners are skipped (this is only for `status` and `list`).
+    fn from_json(v: &Value) -> Option<DaemonRecord> {
+        let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let owners = v
+            .get("owners")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(owner_from_json).collect())
+            .unwrap_or_default();
+        Some(DaemonRecord {
+            started: v.get("started")?.as_i64()?,
+            reexecs: n("reexecs"),
+            refusals: n("refusals"),
+            forced_releases: n("forcedReleases"),
+            forced_terminations: n("forcedTerminations"),
+            owners,
+        })
+    }
+}
+
+fn owner_from_json(v: &Value) -> Option<OwnerMeta> {
+    let u32_of = |k: &str| v.get(k)?.as_u64().and_then(|n| u32::try_from(n).ok());
+    let uuid = uuid::Uuid::parse_str(v.get("uuid")?.as_str()?).ok()?;
+    Some(OwnerMeta {
+        name: v.get("name")?.as_str()?.to_owned(),
+        uuid: *uuid.as_bytes(),
+        id: u32_of("id")?,
+        pid: u32_of("pid")?,
+        start_time: v.get("startTime").and_then(Value::as_u64),
+    })
+}
+
 /// The whole state.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -87,6 +167,8 @@ pub struct State {
     pub engine: Snapshot,
     /// The writer's pid.
     pub magic: String,
+    /// The daemon's record (vmlockd's states only).
+    pub daemon: Option<DaemonRecord>,
 }
 
 /// A malformed state file.
@@ -117,6 +199,8 @@ struct Out<'a, D, L, G> {
     lockspaces: L,
     #[serde(rename = "vmlockLingering", skip_serializing_if = "Option::is_none")]
     lingering: Option<G>,
+    #[serde(rename = "vmlockDaemon", skip_serializing_if = "Option::is_none")]
+    record: Option<Value>,
     magic: &'a str,
 }
 
@@ -154,6 +238,7 @@ impl State {
             default: &e.default,
             lockspaces: &e.lockspaces,
             lingering: (!e.lingering.is_empty()).then_some(&e.lingering),
+            record: self.daemon.as_ref().map(DaemonRecord::to_json),
             magic: &self.magic,
         };
         Ok(serde_json::to_string(&out)?)
@@ -200,12 +285,14 @@ pub fn to_json_from_engine(
     servers: &[ServerRef],
     engine: &lockspace::SnapshotView<'_>,
     magic: &str,
+    record: Option<&DaemonRecord>,
 ) -> Result<String, StateError> {
     let out = Out {
         daemon: daemon_json(servers)?,
         default: engine.default_lockspace(),
         lockspaces: engine.lockspaces(),
         lingering: (!engine.lingering_is_empty()).then(|| engine.lingering()),
+        record: record.map(DaemonRecord::to_json),
         magic,
     };
     Ok(serde_json::to_string(&out)?)
@@ -291,6 +378,9 @@ struct Top {
     lockspaces: Vec<lockspace::LockspaceSnap>,
     #[serde(rename = "vmlockLingering", default)]
     lingering: Vec<lockspace::LingeringSnap>,
+    /// Ours; a malformed one is ignored (it is only for `status`).
+    #[serde(rename = "vmlockDaemon", default)]
+    record: Option<Value>,
 }
 
 /// Parses a state file written by virtlockd (any version with this layout) or vmlockd.
@@ -319,6 +409,7 @@ pub fn parse(text: &str) -> Result<State, StateError> {
         servers,
         engine,
         magic: magic.to_owned(),
+        daemon: top.record.as_ref().and_then(DaemonRecord::from_json),
     })
 }
 
@@ -456,6 +547,15 @@ mod tests {
     fn the_real_virtlockd_state_file_parses_completely() {
         let s = parse(REAL).expect("parse");
         assert_eq!(s.magic, "30590");
+        // libvirt keeps no daemon record, nor acquire times.
+        assert_eq!(s.daemon, None);
+        assert!(
+            s.engine
+                .default
+                .resources
+                .iter()
+                .all(|r| r.since.is_empty())
+        );
         assert_eq!(
             s.servers
                 .iter()
@@ -534,11 +634,36 @@ mod tests {
             servers: servers.clone(),
             engine: e.snapshot(),
             magic: "42".into(),
+            daemon: Some(DaemonRecord {
+                started: 1_700_000_000,
+                reexecs: 1,
+                owners: vec![OwnerMeta {
+                    name: "vm3".into(),
+                    uuid: [0x11; 16],
+                    id: 3,
+                    pid: 4_194_011,
+                    start_time: None,
+                }],
+                ..DaemonRecord::default()
+            }),
         };
-        let text = to_json_from_engine(&servers, &e.snapshot_view(), "42").expect("view");
+        let text = to_json_from_engine(&servers, &e.snapshot_view(), "42", owned.daemon.as_ref())
+            .expect("view");
         assert_eq!(text, owned.to_json().expect("owned"));
         let back = parse(&text).expect("reparse");
         assert_eq!(back.engine, owned.engine);
+        assert_eq!(back.daemon, owned.daemon);
+        let v: Value = serde_json::from_str(&text).expect("json");
+        let d = &v["vmlockDaemon"];
+        assert_eq!(
+            (&d["started"], &d["reexecs"]),
+            (&1_700_000_000.into(), &1.into())
+        );
+        assert_eq!(
+            d["owners"][0]["uuid"],
+            "11111111-1111-1111-1111-111111111111"
+        );
+        assert_eq!(d["owners"][0].get("startTime"), None);
     }
 
     #[test]

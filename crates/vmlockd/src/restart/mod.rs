@@ -424,6 +424,9 @@ impl Inherited {
         let warmer = self.warmer.take();
         let fds = &mut self.fds;
         let snapshot = std::mem::take(&mut self.state.engine);
+        if let Some(r) = self.state.daemon.take() {
+            crate::stats::carry(r);
+        }
         let (engine, report) = match Engine::restore_adopted(opts.clone(), snapshot, |n| {
             fds.take(n)
                 .ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))
@@ -654,6 +657,10 @@ fn write_and_inherit(
         Format::Binary => ctx.shared.engine.snapshot_view_unordered(),
     };
     let pid = std::process::id();
+    let record = json::DaemonRecord {
+        owners: ctx.shared.owners.all(),
+        ..ctx.shared.stats.record()
+    };
     let bin_path = binary_path(path);
     let _ = std::fs::remove_file(if format == Format::Json {
         &bin_path
@@ -661,7 +668,7 @@ fn write_and_inherit(
         path
     });
     let write = || match format {
-        Format::Json => json::to_json_from_engine(servers, &view, &pid.to_string())
+        Format::Json => json::to_json_from_engine(servers, &view, &pid.to_string(), Some(&record))
             .map_err(io::Error::other)
             .and_then(|text| write_state(path, text.as_bytes()).map(|()| text.len())),
         Format::Binary => {
@@ -673,7 +680,7 @@ fn write_and_inherit(
                 };
                 let hint = view.resource_count() * 112;
                 let fds = view.raw_fds();
-                let bin = binary::encode(origin, servers, &fds, |w| view.encode(w), hint);
+                let bin = binary::encode(origin, servers, &fds, |w| view.encode(w), &record, hint);
                 write_state(&bin_path, &bin).map(|()| bin.len())
             })
         }

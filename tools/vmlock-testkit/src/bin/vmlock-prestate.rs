@@ -83,7 +83,7 @@ fn binary_state(mode: &str) -> Vec<u8> {
         .chain([0u8])
         .chain([0u32, 0].iter().flat_map(|n| n.to_le_bytes()))
         .collect();
-    let mut out = b"VMLKST01".to_vec();
+    let mut out = b"VMLKST02".to_vec();
     out.extend_from_slice(&pid.to_le_bytes());
     out.extend_from_slice(&start.to_le_bytes());
     out.extend_from_slice(&7u64.to_le_bytes());
