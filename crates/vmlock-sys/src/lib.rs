@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod cred;
 pub mod dl;
+pub mod dlm;
 pub mod elfnote;
 pub mod fd;
 pub mod fence;
