@@ -381,7 +381,7 @@ fn start_error(lockspace: &str, e: &DlmError) -> DlmStartError {
     match e {
         DlmError::Library(_) => DlmStartError::Library(e.to_string()),
         DlmError::BadName(m) => DlmStartError::Config(m.clone()),
-        DlmError::Os { errno, .. } if *errno == libc::ENOENT => {
+        DlmError::Os { errno, .. } if *errno == libc::ENOENT || *errno == libc::ENODEV => {
             DlmStartError::NoKernel(e.to_string())
         }
         DlmError::Os { errno, .. } if *errno == libc::EPERM || *errno == libc::EACCES => {

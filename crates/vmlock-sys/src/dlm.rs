@@ -276,7 +276,12 @@ impl Lockspace {
         // SAFETY: `c` is a valid NUL-terminated string for the call.
         let mut h = unsafe { (api.create)(c.as_ptr(), 0o600) };
         if h.is_null() {
-            let create_errno = errno();
+            // libdlm returns without setting errno when /proc/misc has no
+            // dlm-control device (the dlm module is not loaded).
+            let create_errno = match errno() {
+                0 => libc::ENODEV,
+                n => n,
+            };
             if create_errno != libc::EPERM && create_errno != libc::EACCES {
                 return Err(DlmError::Os {
                     op: "dlm_create_lockspace",

@@ -10,11 +10,13 @@
 
 pub mod activation;
 pub mod admin;
+mod backend;
 pub mod cli;
 #[cfg(feature = "etcd")]
 pub mod cluster;
 pub mod conn;
 pub mod daemon;
+pub mod dlm;
 pub mod error;
 pub mod fenced;
 #[cfg(feature = "etcd")]
@@ -377,58 +379,7 @@ fn start(
     })
 }
 
-#[cfg(feature = "etcd")]
-type Backend = cluster::Cluster;
-
-#[cfg(feature = "etcd")]
-fn start_cluster(
-    conf: &vmlock_conf::DaemonConfig,
-    privileged: bool,
-) -> Result<Option<Backend>, Fatal> {
-    if conf.lock_backend != "etcd" {
-        return Ok(None);
-    }
-    cluster::start(conf, privileged)
-        .map(Some)
-        .map_err(|e| fatal(exit::INIT, format!("cannot start the etcd back end: {e}")))
-}
-
-/// Stands in for the cluster back end in builds without one.
-#[cfg(not(feature = "etcd"))]
-#[derive(Debug)]
-enum Backend {}
-
-#[cfg(not(feature = "etcd"))]
-impl Backend {
-    fn arbiter(&self) -> Arc<dyn lockspace::ClusterArbiter> {
-        match *self {}
-    }
-    fn attach(&self, _: &Arc<lockspace::Engine>) {
-        match *self {}
-    }
-    fn hooks(&self) -> Arc<dyn session::ClusterHooks> {
-        match *self {}
-    }
-}
-
-#[cfg(not(feature = "etcd"))]
-fn start_cluster(
-    conf: &vmlock_conf::DaemonConfig,
-    _privileged: bool,
-) -> Result<Option<Backend>, Fatal> {
-    if conf.lock_backend == "file" {
-        return Ok(None);
-    }
-    // Never pretend: local locks only, when cluster-wide protection was
-    // asked for, would let another host start the same VM.
-    Err(fatal(
-        exit::INIT,
-        format!(
-            "lock_backend = \"{}\" needs a vmlockd built with the \"etcd\" feature (cargo build --features etcd)",
-            conf.lock_backend
-        ),
-    ))
-}
+use backend::{Backend, start_cluster};
 
 type RestoredParts = (
     lockspace::Engine,

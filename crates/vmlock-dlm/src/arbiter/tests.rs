@@ -400,8 +400,10 @@ fn a_file_of_another_lockspace_is_refused() {
 
 #[test]
 fn start_errors_say_what_to_fix() {
-    let e = start_error("vmlock", &os(libc::ENOENT)).to_string();
-    assert!(e.contains("modprobe dlm"), "{e}");
+    for errno in [libc::ENOENT, libc::ENODEV] {
+        let e = start_error("vmlock", &os(errno)).to_string();
+        assert!(e.contains("modprobe dlm"), "{e}");
+    }
     let e = start_error("vmlock", &os(libc::EUNATCH)).to_string();
     assert!(e.contains("dlm_controld"), "{e}");
     let e = start_error("vmlock", &os(libc::EPERM)).to_string();

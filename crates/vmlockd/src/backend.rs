@@ -1,0 +1,75 @@
+//! The cluster back ends behind one hook (`lock_backend`): `"file"` has
+//! none, `"etcd"` ([`crate::cluster`], cargo feature `etcd`) and `"dlm"`
+//! ([`crate::dlm`]) each give the engine an arbiter, take over what they
+//! adopted at start, and hear of registrations.
+
+use std::sync::Arc;
+
+use lockspace::{ClusterArbiter, Engine};
+
+use crate::session::ClusterHooks;
+use crate::{Fatal, exit, fatal};
+
+/// What a cluster back end offers the daemon.
+pub(crate) trait ClusterBackend: Send + Sync + std::fmt::Debug {
+    /// The engine's arbiter.
+    fn arbiter(&self) -> Arc<dyn ClusterArbiter>;
+    /// Takes over the locks adopted at start, once the engine exists.
+    fn attach(&self, engine: &Arc<Engine>);
+    /// The dispatcher's hooks.
+    fn hooks(&self) -> Arc<dyn ClusterHooks>;
+}
+
+/// The running back end.
+#[derive(Debug)]
+pub(crate) struct Backend(Box<dyn ClusterBackend>);
+
+impl Backend {
+    pub(crate) fn arbiter(&self) -> Arc<dyn ClusterArbiter> {
+        self.0.arbiter()
+    }
+    pub(crate) fn attach(&self, engine: &Arc<Engine>) {
+        self.0.attach(engine);
+    }
+    pub(crate) fn hooks(&self) -> Arc<dyn ClusterHooks> {
+        self.0.hooks()
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl ClusterBackend for crate::cluster::Cluster {
+    fn arbiter(&self) -> Arc<dyn ClusterArbiter> {
+        crate::cluster::Cluster::arbiter(self)
+    }
+    fn attach(&self, engine: &Arc<Engine>) {
+        crate::cluster::Cluster::attach(self, engine);
+    }
+    fn hooks(&self) -> Arc<dyn ClusterHooks> {
+        crate::cluster::Cluster::hooks(self)
+    }
+}
+
+/// Starts the configured back end (before the engine: adoption may have
+/// to stop holders at once). Never falls back to local locks when
+/// cluster-wide ones were asked for.
+pub(crate) fn start_cluster(
+    conf: &vmlock_conf::DaemonConfig,
+    privileged: bool,
+) -> Result<Option<Backend>, Fatal> {
+    match conf.lock_backend.as_str() {
+        "file" => Ok(None),
+        "dlm" => crate::dlm::start(conf, privileged)
+            .map(|b| Some(Backend(Box::new(b))))
+            .map_err(|e| fatal(exit::INIT, format!("cannot start the DLM back end: {e}"))),
+        #[cfg(feature = "etcd")]
+        "etcd" => crate::cluster::start(conf, privileged)
+            .map(|c| Some(Backend(Box::new(c))))
+            .map_err(|e| fatal(exit::INIT, format!("cannot start the etcd back end: {e}"))),
+        other => Err(fatal(
+            exit::INIT,
+            format!(
+                "lock_backend = \"{other}\" needs a vmlockd built with the \"{other}\" feature (cargo build --features {other})"
+            ),
+        )),
+    }
+}
