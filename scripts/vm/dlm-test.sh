@@ -44,6 +44,10 @@ finish() {
       [ -f "$W/$f" ] && { echo "--- $f (last 30 lines)"; tail -30 "$W/$f"; }
     done
   fi
+  # Every log, for the host (vm-run.sh's output share, ./target/vm-out).
+  if [ -d /mnt ] && [ -w /mnt ]; then
+    mkdir -p /mnt/dlm-test && cp "$W"/*.log "$W"/*.json /mnt/dlm-test/ 2>/dev/null
+  fi
   echo "guest test time: $(($(date +%s) - t_start)) s"
   echo "$pass passed, $fail failed"
   [ "$fail" -eq 0 ]
