@@ -223,9 +223,23 @@ check "A: vm1 takes e.img exclusively" ctl a acquire --pid "$vm1" "$D/e.img"
 locks_before=$(python3 -c "import json;print(len(json.load(open('$W/a-locks.json'))['locks']))")
 reexecs() { grep -c "restore took" "$W/a.log"; }
 n0=$(reexecs)
+# B tries e.img over and over while A re-executes: never granted.
+rm -f "$W/stop" "$W/granted"
+(
+  while [ ! -e "$W/stop" ]; do
+    ctl b acquire --pid "$vm2" "$D/e.img" >/dev/null 2>&1 && echo granted >>"$W/granted"
+    sleep 0.05
+  done
+) &
+prober=$!
+sleep 1
 kill -USR1 "$pid_a"
 reexeced() { [ "$(reexecs)" -gt "$n0" ] && ctl a status; }
 check "A re-executes itself (SIGUSR1)" wait_for 60 reexeced
+sleep 1
+touch "$W/stop"
+wait "$prober"
+check "B was refused e.img throughout A's re-exec" test ! -e "$W/granted"
 locks_after=$(python3 -c "import json;print(len(json.load(open('$W/a-locks.json'))['locks']))")
 check "A's lock-information file lists the same $locks_before locks after the re-exec" test "$locks_after" = "$locks_before"
 check "B refused e.img after A's re-exec" refused b acquire --pid "$vm2" "$D/e.img"
