@@ -157,7 +157,7 @@ conf a dlm >"$W/a.conf"
 conf b dlm >"$W/b.conf"
 conf c file >"$W/c.conf"
 start_in_ns() { # name: vmlockd in a mount namespace of its own disks
-  unshare -m bash -c "mount -t tmpfs tmpfs '$D' && touch '$D'/a.img '$D'/s.img '$D'/d.img '$D'/e.img &&
+  unshare -m bash -c "mount -t tmpfs tmpfs '$D' && touch '$D'/a.img '$D'/s.img '$D'/d.img '$D'/e.img '$D'/f.img &&
     exec '$bin/vmlockd' -f '$W/$1.conf' -p '$W/$1.pid'" >>"$W/$1.log" 2>&1 &
   eval "pid_$1=\$!"
   wait_for 60 ctl "$1" status
@@ -199,6 +199,33 @@ check "B: vm2 takes s.img shared too (PR with PR)" ctl b acquire --pid "$vm2" --
 check "B: vm2 releases s.img" ctl b release --pid "$vm2" "$D/s.img"
 check "B: vm2 is refused s.img exclusively (EX against A's PR)" refused b acquire --pid "$vm2" "$D/s.img"
 check "A: vm3 takes d.img exclusively" ctl a acquire --pid "$vm3" "$D/d.img"
+
+# --- through libvirt's own lockd.so (the plugin libvirtd loads) -----------
+# lockd.so connects to /run/libvirt/virtlockd-sock: each plugin run gets
+# its daemon's socket directory there, in a mount namespace of its own.
+touch "$D/f.img" # lockd.so resolves the path in the client's namespace
+plugin() { # name: runs vmlock-plugin-run on stdin against that daemon
+  unshare -m bash -c "mkdir -p /run/libvirt && mount --bind '$W/$1' /run/libvirt &&
+    exec '$bin/vmlock-plugin-run'"
+}
+# As libvirtd starts a domain: the QEMU stand-in registers (restricted
+# connection, kept), then the domain's disks are acquired for its pid.
+vm_script() { # uuid name id
+  printf 'init\nnew %s %s %s self\ndisk %s\nspawn-qemu\nnew %s %s %s child\ndisk %s\nacquire none\n' \
+    "$1" "$2" "$3" "$D/f.img" "$1" "$2" "$3" "$D/f.img"
+}
+{ vm_script 11111111-2222-3333-4444-555555555555 vm-f 7; echo 'sleep 20000'; echo kill-qemu; } |
+  plugin a >"$W/plugin-a.out" 2>&1 &
+plugin_a=$!
+check "lockd.so through A: vm-f takes f.img" wait_for 60 grep -q '^ok fd=' "$W/plugin-a.out"
+{ vm_script 11111111-2222-3333-4444-666666666666 vm-g 8; echo kill-qemu; } |
+  plugin b >"$W/plugin-b.out" 2>&1
+check "lockd.so through B: vm-g refused f.img with error 87 naming the DLM" \
+  sh -c "grep '^err 87 ' '$W/plugin-b.out' | grep -q 'the DLM lock is held in a conflicting mode'"
+# The stand-in (the plugin run's child) and the run end: A releases f.img.
+kill $(pgrep -P "$plugin_a") "$plugin_a" 2>/dev/null
+wait "$plugin_a" 2>/dev/null
+cat "$W/plugin-a.out" "$W/plugin-b.out" >>"$W/checks.log"
 
 # --- a SIGKILLed daemon leaves its locks as orphans -----------------------
 kill -KILL "$pid_a"
