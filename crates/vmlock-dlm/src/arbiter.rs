@@ -156,11 +156,6 @@ impl DlmArbiter {
     /// Joins the lockspace (bounded by `cfg.join_timeout`) and adopts what
     /// the lock-information file lists.
     pub fn start(cfg: DlmConfig) -> Result<Arc<DlmArbiter>, DlmStartError> {
-        if !vmlock_sys::dlm::available() {
-            // The message names the library and the package.
-            let e = Lockspace::open_or_create(&cfg.lockspace).unwrap_err();
-            return Err(DlmStartError::Library(e.to_string()));
-        }
         let (tx, rx) = std::sync::mpsc::channel();
         let name = cfg.lockspace.clone();
         std::thread::Builder::new()
