@@ -11,7 +11,7 @@ scripts/install-deps.sh
 cargo build --workspace --all-features --bins --locked
 cargo test --workspace --all-features --locked "$@"
 # The DLM back end on the real kernel DLM (docs/cluster.md), in a guest on
-# Debian's kernel, which has dlm.ko (this machine's has none): about 2 min.
+# Debian's kernel, which has dlm.ko (this machine's has none): 1 to 2 min.
 # Outside CI a machine that cannot boot the guest skips it; under CI=true
 # that fails the suite.
 dlm_out=$(scripts/vm-run.sh scripts/vm/dlm-test.sh --bin-dir target/debug 2>&1 | tee /dev/stderr) || true
