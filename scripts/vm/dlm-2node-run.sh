@@ -6,7 +6,7 @@
 #   scripts/vm/dlm-2node-run.sh [BIN_DIR]
 # Prints both guests' check lines; exits 0 only if both ended "0 failed".
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 bin=$(realpath "${1:-target/release}")
 port=${DLM_2NODE_PORT:-19119}
 mkdir -p target/vm-out/node1 target/vm-out/node2

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Guest side of the two-node DLM partition case (scripts/vm/dlm-2node-run.sh
 # starts two guests joined by a private QEMU socket network and runs this
 # in each, as node 1 and node 2). Node 1 takes a disk; node 2 is refused it
@@ -10,7 +11,7 @@
 set -u
 n=$1
 bin=${2:-$PWD/target/release}
-other=$((3 - n))
+
 vm_work=${VM_WORK:-target/vm}
 W=/tmp/dlm-2node
 mkdir -p "$W/d" "$W/disks"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Guest side of scripts/vm-run.sh: the DLM back end (lock_backend = "dlm")
 # on the real Linux kernel DLM. Runs as root in the guest, from the project
 # directory, on binaries built on the host first:
@@ -25,6 +26,7 @@ W=/tmp/dlm-test
 D=$W/disks
 mkdir -p "$W" "$D" "$W/a" "$W/b" "$W/c" "$W/bench-a" "$W/bench-c"
 t_start=$(date +%s)
+pid_a=
 pass=0
 fail=0
 check() {
@@ -159,7 +161,7 @@ conf c file >"$W/c.conf"
 start_in_ns() { # name: vmlockd in a mount namespace of its own disks
   unshare -m bash -c "mount -t tmpfs tmpfs '$D' && touch '$D'/a.img '$D'/s.img '$D'/d.img '$D'/e.img '$D'/f.img &&
     exec '$bin/vmlockd' -f '$W/$1.conf' -p '$W/$1.pid'" >>"$W/$1.log" 2>&1 &
-  eval "pid_$1=\$!"
+  printf -v "pid_$1" %s "$!"
   wait_for 60 ctl "$1" status
 }
 ctl() { # name, vmlockctl arguments
