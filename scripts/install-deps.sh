@@ -19,9 +19,13 @@
 #   prometheus        promtool, which checks vmlockd's metrics output in vmlockd/tests/metrics.rs
 #                     (and the prometheus server, which scrapes the daemon in the same file)
 #                     (the package's server is not started by the tests; ~96 MB installed)
+#   libdlm3           libdlm_lt.so.3, which the DLM back end (lock_backend = "dlm") loads at run time
+#   corosync          the single-node cluster scripts/vm/dlm-test.sh starts inside the guest
+#   dlm-controld      dlm_controld and dlm_tool for that guest test (the host kernel has no DLM)
+#   qemu-system-x86, cpio   the guest scripts/vm-run.sh boots for that test
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus)
+pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus libdlm3 corosync dlm-controld qemu-system-x86 cpio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

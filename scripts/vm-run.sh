@@ -107,8 +107,11 @@ fi
   printf '\n'
 } > "$out/.vm-run-cmd"
 
+# VM_QEMU_ARGS: more QEMU arguments, split at spaces (e.g. a network
+# between two guests: -netdev socket,... -device virtio-net-pci,...).
+# shellcheck disable=SC2086
 exec qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -m "$mem" \
-  -nographic -no-reboot -nic none \
+  -nographic -no-reboot -nic none ${VM_QEMU_ARGS:-} \
   -kernel "$vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 quiet panic=-1 vmrun=1" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \

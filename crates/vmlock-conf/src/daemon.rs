@@ -56,7 +56,7 @@ pub struct DaemonConfig {
     /// vmlock: serve Prometheus metrics at `HOST:PORT` or on a UNIX socket
     /// (an absolute path); off when unset.
     pub metrics_listen: Option<String>,
-    /// vmlock: `"file"` (fcntl locks, like libvirt) or `"etcd"`.
+    /// vmlock: `"file"` (fcntl locks, like libvirt), `"etcd"` or `"dlm"`.
     pub lock_backend: String,
     /// vmlock (etcd backend): endpoints, e.g. `["http://10.0.0.1:2379"]`.
     pub etcd_endpoints: Vec<String>,
@@ -88,6 +88,11 @@ pub struct DaemonConfig {
     /// vmlock (etcd backend): file whose first line is that user's password
     /// (kept out of the config so the config can stay world-readable).
     pub etcd_password_file: Option<String>,
+    /// vmlock (DLM backend): the kernel DLM lockspace every host uses.
+    pub dlm_lockspace: String,
+    /// vmlock (DLM backend): this daemon's lock-information file, read
+    /// back at start to adopt the orphan DLM locks.
+    pub dlm_lock_info_file: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -116,6 +121,8 @@ impl Default for DaemonConfig {
             etcd_key_file: None,
             etcd_username: None,
             etcd_password_file: None,
+            dlm_lockspace: "vmlock".to_owned(),
+            dlm_lock_info_file: None,
         }
     }
 }
@@ -136,7 +143,7 @@ const KEYS: &[Key<DaemonConfig>] = &[
     Key::uint("holder_kill_grace_ms", |c, v| c.holder_kill_grace_ms = v),
     Key::boolean("refusal_names_holder", |c, v| c.refusal_names_holder = v),
     Key::string("metrics_listen", |c, v| c.metrics_listen = Some(v)),
-    Key::choice("lock_backend", &["file", "etcd"], |c, v| {
+    Key::choice("lock_backend", &["file", "etcd", "dlm"], |c, v| {
         c.lock_backend = v.to_owned()
     }),
     Key::string_list("etcd_endpoints", |c, v| c.etcd_endpoints = v),
@@ -153,6 +160,8 @@ const KEYS: &[Key<DaemonConfig>] = &[
     Key::abs_path("etcd_key_file", |c, v| c.etcd_key_file = Some(v)),
     Key::string("etcd_username", |c, v| c.etcd_username = Some(v)),
     Key::abs_path("etcd_password_file", |c, v| c.etcd_password_file = Some(v)),
+    Key::string("dlm_lockspace", |c, v| c.dlm_lockspace = v),
+    Key::abs_path("dlm_lock_info_file", |c, v| c.dlm_lock_info_file = Some(v)),
 ];
 
 fn set_lock_kind(c: &mut DaemonConfig, v: &str) {

@@ -54,6 +54,7 @@ fn values_shown_in_virtlockd_conf_are_the_defaults() {
         &mut shown.etcd_key_file,
         &mut shown.etcd_username,
         &mut shown.etcd_password_file,
+        &mut shown.dlm_lock_info_file,
         &mut shown.metrics_listen,
     ] {
         assert!(opt.take().is_some(), "every example is shown");

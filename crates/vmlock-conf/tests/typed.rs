@@ -70,6 +70,8 @@ etcd_cert_file = "/etc/x/c.pem"
 etcd_key_file = "/etc/x/k.pem"
 etcd_username = "vmlock"
 etcd_password_file = "/etc/x/pw"
+dlm_lockspace = "vms"
+dlm_lock_info_file = "/var/lib/x/dlm.json"
 "#;
     let (d, warnings) = daemon(text);
     assert!(warnings.is_empty(), "{warnings:?}");
@@ -97,9 +99,13 @@ etcd_password_file = "/etc/x/pw"
         etcd_key_file: Some("/etc/x/k.pem".into()),
         etcd_username: Some("vmlock".into()),
         etcd_password_file: Some("/etc/x/pw".into()),
+        dlm_lockspace: "vms".into(),
+        dlm_lock_info_file: Some("/var/lib/x/dlm.json".into()),
     };
     assert_eq!(d, expected);
-    assert_eq!(DaemonConfig::keys().count(), 23);
+    assert_eq!(DaemonConfig::keys().count(), 25);
+    let (d, _) = daemon("lock_backend = \"dlm\"\n");
+    assert_eq!(d.lock_backend, "dlm");
 }
 
 #[test]
@@ -185,7 +191,7 @@ fn vmlock_keys_check_their_values() {
         ),
         (
             "lock_backend = \"zk\"",
-            r#"lock_backend must be one of "file", "etcd", not "zk""#,
+            r#"lock_backend must be one of "file", "etcd", "dlm", not "zk""#,
         ),
         (
             "on_lease_loss = \"Kill\"",

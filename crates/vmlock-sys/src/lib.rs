@@ -15,6 +15,7 @@ pub mod clock;
 pub mod cred;
 #[cfg(any(feature = "plugin", feature = "sanlock"))]
 pub mod dl;
+pub mod dlm;
 pub mod elfnote;
 pub mod fd;
 pub mod fence;

@@ -14,6 +14,7 @@
 // crate's own tests and fuzz targets reach); every module is crate-private,
 // so the compiler reports whatever nothing uses.
 mod activation;
+mod backend;
 mod cli;
 #[cfg(feature = "etcd")]
 mod cluster;
@@ -21,6 +22,7 @@ mod conn;
 mod ctx;
 mod daemon;
 mod dispatch;
+mod dlm;
 mod error;
 mod fenced;
 #[cfg(feature = "etcd")]
@@ -306,7 +308,14 @@ fn start(
         vmlock_conf::LockKindSetting::Posix => lockspace::LockKind::Posix,
     };
     // Before the engine: an adopted lease may need fencing at once.
-    let cluster = start_cluster(conf, env.privileged)?;
+    let cluster = start_cluster(conf, env.privileged).map_err(|e| match e {
+        backend::StartError::Failed { backend, source } => Fatal::caused(
+            exit::INIT,
+            format!("cannot start the {backend} back end"),
+            source,
+        ),
+        e @ backend::StartError::NotBuilt(_) => Fatal::new(exit::INIT, e),
+    })?;
     let opts = lockspace::EngineOptions {
         lock_kind,
         arbiter: cluster.as_ref().map(Backend::arbiter),
@@ -502,58 +511,7 @@ pub fn run(
     Ok(())
 }
 
-#[cfg(feature = "etcd")]
-type Backend = cluster::Cluster;
-
-#[cfg(feature = "etcd")]
-fn start_cluster(
-    conf: &vmlock_conf::DaemonConfig,
-    privileged: bool,
-) -> Result<Option<Backend>, Fatal> {
-    if conf.lock_backend != "etcd" {
-        return Ok(None);
-    }
-    cluster::start(conf, privileged)
-        .map(Some)
-        .map_err(|e| Fatal::caused(exit::INIT, "cannot start the etcd back end", e))
-}
-
-/// Stands in for the cluster back end in builds without one.
-#[cfg(not(feature = "etcd"))]
-#[derive(Debug)]
-enum Backend {}
-
-#[cfg(not(feature = "etcd"))]
-impl Backend {
-    fn arbiter(&self) -> Arc<dyn lockspace::ClusterArbiter> {
-        match *self {}
-    }
-    fn attach(&self, _: &Arc<lockspace::Engine>) {
-        match *self {}
-    }
-    fn hooks(&self) -> Arc<dyn session::ClusterHooks> {
-        match *self {}
-    }
-}
-
-#[cfg(not(feature = "etcd"))]
-fn start_cluster(
-    conf: &vmlock_conf::DaemonConfig,
-    _privileged: bool,
-) -> Result<Option<Backend>, Fatal> {
-    if conf.lock_backend == "file" {
-        return Ok(None);
-    }
-    // Never pretend: local locks only, when cluster-wide protection was
-    // asked for, would let another host start the same VM.
-    Err(Fatal::new(
-        exit::INIT,
-        format!(
-            "lock_backend = \"{}\" needs a vmlockd built with the \"etcd\" feature (cargo build --features etcd)",
-            conf.lock_backend
-        ),
-    ))
-}
+use backend::{Backend, start_cluster};
 
 type RestoredParts = (
     lockspace::Engine,

@@ -476,6 +476,28 @@ fn an_unavailable_lock_backend_is_refused_at_start() {
     // An etcd that does not answer is fatal too (after the connect timeout).
     let out = daemon("lock_backend = \"etcd\"\netcd_endpoints = \"http://127.0.0.1:9\"\n");
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // The kernel DLM back end where there is no DLM (this machine's kernel
+    // has none; scripts/vm/dlm-test.sh runs the real one in a guest).
+    let misc = std::fs::read_to_string("/proc/misc").unwrap_or_default();
+    if !misc.contains("dlm-control") {
+        let info = tmp.path().join("dlm.json");
+        let out = daemon(&format!(
+            "lock_backend = \"dlm\"\ndlm_lock_info_file = \"{}\"\n",
+            info.display()
+        ));
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = if vmlock_sys::dlm::available() {
+            "load the dlm module (modprobe dlm)"
+        } else {
+            "package libdlm3"
+        };
+        assert!(
+            err.contains("cannot start the DLM back end") && err.contains(want),
+            "{err}"
+        );
+        assert!(!info.exists(), "nothing written when the DLM is missing");
+    }
 }
 
 /// A storm of SIGUSR1 (one every 300 µs for 2 s: hundreds of re-execs, with
