@@ -115,7 +115,10 @@ fn a_failed_binary_handover_leaves_no_releaser_behind() {
     let log = w.d.log_text();
     // Both hand-overs (the failed one and the one after it) were binary,
     // each with a releaser; only the second reached a new image.
-    assert_eq!(log.matches(", memory releaser ready").count(), 2, "{log}");
+    // each started a releaser (ready, or on a loaded host late and let go)
+    let ready = log.matches(", memory releaser ready").count();
+    let late = log.matches(", memory releaser not ready").count();
+    assert_eq!(ready + late, 2, "{log}");
     assert_eq!(log.matches("re-exec: binary state (").count(), 1, "{log}");
     let pid = w.d.pid();
     let none_left = within(5, || children(pid).is_empty());

@@ -177,7 +177,12 @@ fn twenty_reexecs_leak_no_descriptor() {
     assert!(!w.d.state_file().exists());
     // Each old image was freed by a memory releaser, and each releaser was
     // reaped by the next image: none is left behind, zombie or not.
-    assert_eq!(log.matches(", memory releaser ready").count(), 21, "{log}");
+    // (On a loaded host a releaser may miss its 100 ms to arm; that
+    // re-exec says so and goes without it.)
+    let ready = log.matches(", memory releaser ready").count();
+    let late = log.matches(", memory releaser not ready").count();
+    assert_eq!(ready + late, 21, "{log}");
+    assert!(ready >= 1, "no re-exec had its memory releaser: {log}");
     let none_left = within(5, || children(pid).is_empty());
     assert!(none_left, "children of the daemon: {:?}", children(pid));
     w.assert_all_held();

@@ -756,20 +756,18 @@ pub fn exec(
         Ok(len) => {
             // Not armed in time: it may still share the descriptor table,
             // which the exec would then copy; let it go (and reap it).
-            let releaser = releaser.filter(|r| {
-                r.armed(Duration::from_millis(100)) || {
-                    tracing::debug!(target: TARGET, "re-exec: memory releaser not ready, exec without it");
-                    false
-                }
-            });
+            let started = releaser.is_some();
+            let releaser = releaser.filter(|r| r.armed(Duration::from_millis(100)));
             tracing::info!(
                 target: TARGET,
                 "re-exec: {format:?} state ({len} bytes) written and descriptors made inheritable in {:?}{}",
                 t0.elapsed(),
-                if releaser.is_some() {
-                    ", memory releaser ready"
-                } else {
-                    ""
+                match (started, releaser.is_some()) {
+                    (_, true) => ", memory releaser ready",
+                    // A loaded host: the old image's memory is freed by
+                    // the exec itself instead, a little later.
+                    (true, false) => ", memory releaser not ready in 100 ms, exec without it",
+                    (false, false) => "",
                 },
             );
             // A caught SIGUSR1 reverts to "terminate" across execve; an
