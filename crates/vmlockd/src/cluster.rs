@@ -152,6 +152,7 @@ impl Cluster {
         Arc::new(Hooks {
             arbiter: self.arbiter.clone(),
             fencer: self.fencer.clone(),
+            link: self.link.clone(),
         })
     }
 
@@ -306,6 +307,7 @@ impl ClusterArbiter for Gate {
 struct Hooks {
     arbiter: Arc<EtcdArbiter>,
     fencer: Arc<DaemonFencer>,
+    link: Arc<FenceLink>,
 }
 
 impl ClusterHooks for Hooks {
@@ -313,6 +315,10 @@ impl ClusterHooks for Hooks {
         let uuid = uuid::Uuid::from_bytes(owner.uuid).hyphenated().to_string();
         self.arbiter.set_vm(owner.pid, &owner.name, Some(&uuid));
         self.fencer.remember(owner.pid, peer_pidfd);
+    }
+
+    fn fence(&self) -> Option<crate::inquiry::FenceReport> {
+        Some(self.link.status().report(vmlock_sys::clock::monotonic_ns()))
     }
 
     fn status(&self) -> Option<crate::inquiry::ClusterStatus> {

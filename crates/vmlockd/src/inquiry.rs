@@ -72,6 +72,34 @@ pub struct ClusterStatus {
     pub adopted: usize,
 }
 
+/// The fence outside the daemon (etcd back end), for STATUS: the helper
+/// and the watchdog it pets. Durations are from the moment of asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FenceReport {
+    /// The helper's pid, when the daemon is connected to one.
+    pub helper_pid: Option<i32>,
+    /// Whether the helper answered the status request.
+    pub helper_answered: bool,
+    /// `kill` or `pause` (as the helper reports it).
+    pub mode: Option<String>,
+    /// Time until the helper fences (zero: due now); `None`: no deadline.
+    pub deadline_left: Option<Duration>,
+    /// Lock holders the helper watches (pidfds it holds).
+    pub guarded: usize,
+    /// Fences the helper carried out (since it started).
+    pub fences: Option<u64>,
+    /// The watchdog device, when configured.
+    pub watchdog_device: Option<String>,
+    /// The timeout set on it, seconds.
+    pub watchdog_timeout_s: Option<u32>,
+    /// `off`, `petting`, `withheld` or `disarmed` (as the helper reports it).
+    pub watchdog_state: Option<String>,
+    /// Time until petting stops for good without a renewal.
+    pub watchdog_deadline_left: Option<Duration>,
+    /// Time since the helper last petted the watchdog.
+    pub watchdog_last_pet_ago: Option<Duration>,
+}
+
 /// Daemon-wide counters and facts for STATUS.
 #[derive(Debug)]
 pub struct Stats {
@@ -302,7 +330,56 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
         p.push(param("cluster_locks", UInt(u32_of(c.locks))));
         p.push(param("adopted", UInt(u32_of(c.adopted))));
     }
+    if let Some(f) = sh.cluster.as_ref().and_then(|c| c.fence()) {
+        fence_params(&f, &mut p);
+    }
     p
+}
+
+/// STATUS parameters of the fence helper and the watchdog (`fence_*`,
+/// `watchdog_*`; see `docs/inquiry.md`).
+pub fn fence_params(f: &FenceReport, p: &mut Vec<TypedParam>) {
+    use TypedValue::{Boolean, LLong, String as Str, UInt, ULLong};
+    let ms = |d: Duration| ULLong(u64_of(d.as_millis()));
+    p.push(param(
+        "fence_helper_running",
+        Boolean(i32::from(f.helper_pid.is_some() && f.helper_answered)),
+    ));
+    if let Some(pid) = f.helper_pid {
+        p.push(param("fence_helper_pid", LLong(i64::from(pid))));
+    }
+    if let Some(m) = &f.mode {
+        p.push(param("fence_mode", Str(m.clone())));
+    }
+    if let Some(d) = f.deadline_left {
+        p.push(param("fence_deadline_ms", ms(d)));
+    }
+    p.push(param("fence_guarded", UInt(u32_of(f.guarded))));
+    if let Some(n) = f.fences {
+        p.push(param("fence_helper_fences", ULLong(n)));
+    }
+    p.push(param(
+        "watchdog_state",
+        Str(f.watchdog_state.clone().unwrap_or_else(|| {
+            if f.watchdog_device.is_some() {
+                "unknown".into()
+            } else {
+                "off".into()
+            }
+        })),
+    ));
+    if let Some(d) = &f.watchdog_device {
+        p.push(param("watchdog_device", Str(d.clone())));
+    }
+    if let Some(t) = f.watchdog_timeout_s {
+        p.push(param("watchdog_timeout_s", UInt(t)));
+    }
+    if let Some(d) = f.watchdog_deadline_left {
+        p.push(param("watchdog_deadline_ms", ms(d)));
+    }
+    if let Some(d) = f.watchdog_last_pet_ago {
+        p.push(param("watchdog_last_pet_ms", ms(d)));
+    }
 }
 
 /// Whether a held resource matches the lockspace and path filters.

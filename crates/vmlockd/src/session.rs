@@ -140,6 +140,12 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn status(&self) -> Option<crate::inquiry::ClusterStatus> {
         None
     }
+
+    /// The fence helper and the watchdog, for STATUS (asks the helper: one
+    /// local round trip, at most a second).
+    fn fence(&self) -> Option<crate::inquiry::FenceReport> {
+        None
+    }
 }
 
 fn flags_ok(flags: u32, allowed: u32, function: &str) -> Result<(), Failure> {
