@@ -81,6 +81,28 @@ impl Etcd {
         let leader = v["leader"].as_str();
         leader.is_some() && leader == v["header"]["member_id"].as_str()
     }
+
+    /// This member's id (decimal, as etcd's JSON gateway writes it).
+    pub fn member_id(&self) -> Option<String> {
+        let body = http(self.setup_port, "POST", "/v3/maintenance/status", "{}")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["header"]["member_id"].as_str().map(str::to_owned)
+    }
+
+    /// Asks this member (the leader) to hand leadership to member `to`;
+    /// whether etcd accepted.
+    pub fn move_leader(&self, to: &str) -> bool {
+        let body = format!("{{\"targetID\": \"{to}\"}}");
+        let Some(reply) = http(
+            self.setup_port,
+            "POST",
+            "/v3/maintenance/transfer-leadership",
+            &body,
+        ) else {
+            return false;
+        };
+        !reply.contains("\"error\"")
+    }
 }
 
 /// A user for [`Etcd::enable_auth`]: name, password, and the key prefix
@@ -463,6 +485,12 @@ impl Proxy {
 
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a cut: stalled connections flow again, new ones are forwarded
+    /// (connections accepted during the cut stay unanswered).
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
 
