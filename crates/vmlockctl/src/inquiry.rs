@@ -243,7 +243,7 @@ fn fence_lines(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     match get("watchdog_device") {
         None => lines.push(format!("watchdog: {state}")),
         Some(dev) => lines.push(format!(
-            "watchdog: {dev}, {state}, timeout {} s, last pet {}, petting deadline {}",
+            "watchdog: {dev}, {state}, timeout {} s, last pet {}, reset deadline {}",
             g("watchdog_timeout_s"),
             get("watchdog_last_pet_ms").map_or_else(|| "never".into(), |ms| format!("{ms} ms ago")),
             deadline("watchdog_deadline_ms")
@@ -478,7 +478,7 @@ mod tests {
                 "fence helper: running, pid 42, mode kill, 2 lock holders watched, \
                  fence deadline in 1700 ms, 0 fences",
                 "watchdog: /dev/watchdog, petting, timeout 1 s, last pet 40 ms ago, \
-                 petting deadline in 2600 ms"
+                 reset deadline in 2600 ms"
             ]
         );
         let lines = fence_lines(&of(&[

@@ -94,7 +94,8 @@ pub struct FenceReport {
     pub watchdog_timeout_s: Option<u32>,
     /// `off`, `petting`, `withheld` or `disarmed` (as the helper reports it).
     pub watchdog_state: Option<String>,
-    /// Time until petting stops for good without a renewal.
+    /// Time until W: without a renewal the watchdog has reset the host by
+    /// then (petting stops one timeout earlier).
     pub watchdog_deadline_left: Option<Duration>,
     /// Time since the helper last petted the watchdog.
     pub watchdog_last_pet_ago: Option<Duration>,
