@@ -72,6 +72,12 @@ pub struct ClusterConfig {
     /// Largest acceptable time from a holder's death to its disk's next
     /// grant elsewhere.
     pub free_bound: Duration,
+    /// `on_lease_loss = "pause"`: fences SIGSTOP holders instead of killing
+    /// them. A stopped holder looks alive to the driver, so its holding
+    /// goes on in the logs while another host takes the disk: the checker
+    /// must report overlaps. This is the control run showing that the
+    /// fault run's logs and checker can see two writers at all.
+    pub pause: bool,
 }
 
 /// The run's counters.
@@ -194,10 +200,15 @@ pub fn run_cluster(cfg: &ClusterConfig) -> std::io::Result<ClusterSummary> {
         let conf = format!(
             "lock_backend = \"etcd\"\netcd_endpoints = [ {} ]\netcd_prefix = \"/vmlock-faults\"\n\
              host_id = \"{id}\"\nlease_ttl = {}\netcd_state_file = \"{}\"\n\
-             holder_kill_grace_ms = 200\n",
+             holder_kill_grace_ms = 200\n{}",
             urls.join(", "),
             cfg.ttl,
-            state_file.display()
+            state_file.display(),
+            if cfg.pause {
+                "on_lease_loss = \"pause\"\n"
+            } else {
+                ""
+            }
         );
         let daemon = Daemon::start(DaemonSpec::new(Flavor::Ours).config(&conf))?;
         let helper_sock = PathBuf::from(format!("{}.fence.sock", state_file.display()));

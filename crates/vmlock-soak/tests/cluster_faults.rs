@@ -35,6 +35,7 @@ fn random_cluster_faults_never_give_a_disk_two_writers() {
         log_dir: logs.path().to_path_buf(),
         holder_bin: env!("CARGO_BIN_EXE_vmlock-soak").into(),
         free_bound: Duration::from_secs(ttl * 3 + 5),
+        pause: false,
     };
     let summary = run_cluster(&cfg).expect("fault run ran");
     eprintln!("seed {seed}:\n{summary}");

@@ -56,6 +56,10 @@ struct Args {
     /// Cluster run: lease_ttl, seconds.
     #[arg(long, default_value_t = 3)]
     ttl: u64,
+    /// Cluster run, control: fences stop holders (on_lease_loss = "pause")
+    /// and the driver takes them for writers; the checker must object.
+    #[arg(long)]
+    pause: bool,
 }
 
 fn main() {
@@ -101,6 +105,7 @@ fn main() {
             // A dead holder's disk waits at most for its host's lease to
             // lapse (a frozen or cut-off host) and for a slot to ask.
             free_bound: cfg.free_bound.max(Duration::from_secs(a.ttl * 3 + 5)),
+            pause: a.pause,
         };
         match cluster::run_cluster(&ccfg) {
             Ok(summary) => {
