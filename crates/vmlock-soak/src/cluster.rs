@@ -175,6 +175,9 @@ struct Run<'a> {
     stop: AtomicBool,
     counters: FaultCounters,
     notes: Mutex<Vec<String>>,
+    /// `faults.txt` in the log directory: what was done when, for a
+    /// post-mortem (not a `.log`: the checker reads only those).
+    fault_log: Mutex<Option<std::fs::File>>,
 }
 
 fn disk(k: usize) -> Target {
@@ -225,6 +228,7 @@ pub fn run_cluster(cfg: &ClusterConfig) -> std::io::Result<ClusterSummary> {
         stop: AtomicBool::new(false),
         counters: FaultCounters::default(),
         notes: Mutex::new(Vec::new()),
+        fault_log: Mutex::new(std::fs::File::create(cfg.log_dir.join("faults.txt")).ok()),
     };
     std::thread::scope(|s| {
         for h in 0..run.hosts.len() {
@@ -272,7 +276,16 @@ impl Run<'_> {
     }
 
     fn note(&self, n: String) {
+        self.fault(&n);
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+    }
+
+    /// One line of `faults.txt`, stamped like the logs.
+    fn fault(&self, what: &str) {
+        let mut g = self.fault_log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = g.as_mut() {
+            let _ = writeln!(f, "{} {what}", crate::logw::now());
+        }
     }
 
     /// Sleeps `ms`, waking early when the run stops; whether it stopped.
@@ -405,22 +418,27 @@ impl Run<'_> {
                     for p in &host.proxies {
                         p.cut();
                     }
+                    self.fault(&format!("{} partition", host.id));
                     bump(&self.counters.partitions);
                     self.nap(rng.range(300, ttl_ms * 2));
                     for p in &host.proxies {
                         p.heal();
                     }
+                    self.fault(&format!("{} healed", host.id));
                 }
                 1 => {
                     if host.daemon.signal(libc::SIGSTOP).is_ok() {
+                        self.fault(&format!("{} SIGSTOP", host.id));
                         bump(&self.counters.freezes);
                         self.nap(rng.range(200, ttl_ms * 2));
                         let _ = host.daemon.signal(libc::SIGCONT);
+                        self.fault(&format!("{} SIGCONT", host.id));
                     }
                 }
                 2 => match helper_pid(&host.helper_sock) {
                     Some(pid) => {
                         if vmlock_sys::process::kill(pid, libc::SIGKILL).is_ok() {
+                            self.fault(&format!("{} helper {pid} SIGKILL", host.id));
                             bump(&self.counters.helper_kills);
                         }
                     }
@@ -428,9 +446,14 @@ impl Run<'_> {
                 },
                 _ => match send_reexec(&host.daemon)
                     .map_err(|e| e.to_string())
-                    .and_then(|w| w.wait(&host.daemon, Duration::from_secs(30)))
-                {
-                    Ok(_) => bump(&self.counters.reexecs),
+                    .and_then(|w| {
+                        self.fault(&format!("{} SIGUSR1", host.id));
+                        w.wait(&host.daemon, Duration::from_secs(30))
+                    }) {
+                    Ok(_) => {
+                        self.fault(&format!("{} re-exec served", host.id));
+                        bump(&self.counters.reexecs);
+                    }
                     Err(e) => self.note(format!(
                         "{}: re-exec: {}",
                         host.id,
@@ -453,6 +476,7 @@ impl Run<'_> {
                 continue;
             };
             if nodes[leader].move_leader(&id) {
+                self.fault(&format!("etcd leader n{leader} -> n{to}"));
                 bump(&self.counters.leader_moves);
             }
         }

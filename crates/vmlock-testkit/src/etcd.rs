@@ -465,6 +465,8 @@ pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted during a cut, never answered.
+    held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -473,10 +475,16 @@ impl Proxy {
         let port = l.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, st) = (cut.clone(), stop.clone());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (c, st, h) = (cut.clone(), stop.clone(), held.clone());
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
-        thread::spawn(move || accept_loop(l, target, c, st));
-        Proxy { port, cut, stop }
+        thread::spawn(move || accept_loop(l, target, c, st, h));
+        Proxy {
+            port,
+            cut,
+            stop,
+            held,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -487,10 +495,13 @@ impl Proxy {
         self.cut.store(true, Ordering::SeqCst);
     }
 
-    /// Ends a cut: stalled connections flow again, new ones are forwarded
-    /// (connections accepted during the cut stay unanswered).
+    /// Ends a cut: stalled connections flow again, new ones are forwarded,
+    /// and those accepted during the cut are closed (as a connection
+    /// attempt into a partition fails in the end), so the client opens
+    /// another.
     pub fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -501,15 +512,21 @@ impl Drop for Proxy {
     }
 }
 
-fn accept_loop(l: TcpListener, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
-    let mut held = Vec::new();
+fn accept_loop(
+    l: TcpListener,
+    target: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+) {
     for conn in l.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(down) = conn else { continue };
         if cut.load(Ordering::SeqCst) {
-            held.push(down); // accepted, never answered
+            // Accepted, never answered (closed by `heal`).
+            held.lock().unwrap_or_else(|p| p.into_inner()).push(down);
             continue;
         }
         let Ok(up) = TcpStream::connect(target) else {
