@@ -370,11 +370,22 @@ impl Run<'_> {
             .stdout(Stdio::piped())
             .spawn()
             .ok()?;
-        let mut line = String::new();
-        if let Some(out) = child.stdout.as_mut() {
-            let _ = BufReader::new(out).read_line(&mut line);
+        // The first line, read on a thread: a holder stopped by a fence
+        // (`pause`) between its grant and its `held` never says anything.
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
         }
-        Some((child, line.trim().to_owned()))
+        let line = match rx.recv_timeout(Duration::from_secs(self.cfg.ttl * 4 + 10)) {
+            Ok(line) => line.trim().to_owned(),
+            // Silent: it may have logged its grant; held until it dies.
+            Err(_) => "held".to_owned(),
+        };
+        Some((child, line))
     }
 
     /// Asks the holder to release; a holder that dies first was fenced.
