@@ -2,7 +2,12 @@
 # Runs one shell script as root inside a throw-away Linux guest whose root
 # filesystem is this machine's own, read-only (9p), with a tmpfs /tmp.
 #
-#   scripts/vm-run.sh [--mem 16G] [--cpus 2] SCRIPT [ARGS...]
+#   scripts/vm-run.sh [--mem 16G] [--cpus 2] [--net] SCRIPT [ARGS...]
+#
+# --net gives the guest QEMU's user-mode network: the guest is 10.0.2.15,
+# and 10.0.2.2 reaches this machine's loopback (a service listening on
+# 127.0.0.1:P here is 10.0.2.2:P in the guest). Without it the guest has
+# no network at all.
 #
 # What it is for: measurements the host forbids. Here the descriptor limit is
 # hard at 20,000 and cannot be raised (no CAP_SYS_RESOURCE), so vmlockd cannot
@@ -22,15 +27,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mem=8G
 cpus=2
+net=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mem) mem=$2; shift 2 ;;
     --cpus) cpus=$2; shift 2 ;;
+    --net) net=1; shift ;;
     -*) echo "vm-run: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
-[ $# -ge 1 ] || { echo "usage: scripts/vm-run.sh [--mem M] [--cpus N] SCRIPT [ARGS...]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: scripts/vm-run.sh [--mem M] [--cpus N] [--net] SCRIPT [ARGS...]" >&2; exit 2; }
 script=$(realpath "$1"); shift
 
 work=${VM_WORK:-target/vm}
@@ -70,7 +77,8 @@ if [ ! -f "$initrd" ] || [ "$0" -nt "$initrd" ]; then
   cp "$work/kernel/bin/busybox" "$root/bin/"
   for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_legacy_dev \
            drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci fs/netfs/netfs \
-           fs/fscache/fscache net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p; do
+           fs/fscache/fscache net/9p/9pnet net/9p/9pnet_virtio fs/9p/9p \
+           net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
     [ -f "$mods/$m.ko" ] && cp "$mods/$m.ko" "$root/mods/"
   done
   cat > "$root/init" <<'EOF'
@@ -79,6 +87,12 @@ if [ ! -f "$initrd" ] || [ "$0" -nt "$initrd" ]; then
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 # Load order varies between kernels: three passes settle the dependencies.
 for pass in 1 2 3; do for m in /mods/*.ko; do insmod "$m" 2>/dev/null; done; done
+ip link set lo up
+if grep -q 'vmnet=1' /proc/cmdline; then
+  # QEMU's user-mode network: fixed addresses, the host at 10.0.2.2.
+  ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 \
+    || echo "vm-run: no network"
+fi
 opts=trans=virtio,version=9p2000.L,msize=512000
 mount -t 9p -o "$opts,ro,cache=loose" hostroot /mnt || { echo "vm-run: 9p mount failed"; poweroff -f; }
 mount -t 9p -o "$opts,rw" out /mnt/mnt || echo "vm-run: no output share"
@@ -107,12 +121,14 @@ fi
   printf '\n'
 } > "$out/.vm-run-cmd"
 
+nic=(-nic none)
+[ "$net" -eq 1 ] && nic=(-nic user,model=virtio-net-pci)
 # VM_QEMU_ARGS: more QEMU arguments, split at spaces (e.g. a network
 # between two guests: -netdev socket,... -device virtio-net-pci,...).
 # shellcheck disable=SC2086
 exec qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -m "$mem" \
-  -nographic -no-reboot -nic none ${VM_QEMU_ARGS:-} \
+  -nographic -no-reboot "${nic[@]}" ${VM_QEMU_ARGS:-} \
   -kernel "$vmlinuz" -initrd "$initrd" \
-  -append "console=ttyS0 quiet panic=-1 vmrun=1" \
+  -append "console=ttyS0 quiet panic=-1 vmrun=1 vmnet=$net" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$out,mount_tag=out,security_model=none"

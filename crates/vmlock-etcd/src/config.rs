@@ -157,13 +157,18 @@ impl EtcdConfig {
             .saturating_sub(self.margin())
     }
 
-    /// The fencing timeline for a self-fencing deadline `daemon`.
+    /// The fencing timeline for a self-fencing deadline `daemon`: the
+    /// helper a quarter of the margin later but at most 250 ms (its tick is
+    /// 10 ms), the kernel watchdog another quarter later but at most 500 ms
+    /// (what the helper allows killed processes to go). The rest of the
+    /// margin is the watchdog's: 1.25 s at the default TTL (10 s).
     pub fn deadlines(&self, daemon: std::time::Instant) -> crate::Deadlines {
-        let m = self.margin();
+        let q = self.margin() / 4;
+        let helper = daemon + q.min(Duration::from_millis(250));
         crate::Deadlines {
             daemon,
-            helper: daemon + m / 4,
-            watchdog: daemon + m / 2,
+            helper,
+            watchdog: helper + q.min(Duration::from_millis(500)),
         }
     }
 
@@ -253,6 +258,12 @@ mod tests {
             assert!(room >= t, "ttl {ttl}: room {room:?} < timeout {t:?}");
         }
         let mut c = EtcdConfig::new(vec![], "h");
+        // The default TTL: the watchdog's margin leaves the 1 s goal room
+        // for the reset itself.
+        let send = std::time::Instant::now();
+        let d = c.deadlines(send + c.protected_for(c.ttl_secs()));
+        assert_eq!(send + c.lease_ttl - d.watchdog, Duration::from_millis(1250));
+        assert_eq!(d.helper - d.daemon, Duration::from_millis(250));
         assert_eq!(c.watchdog_timeout_secs(), 5);
         c.lease_ttl = Duration::from_secs(3);
         assert_eq!(c.watchdog_timeout_secs(), 1);

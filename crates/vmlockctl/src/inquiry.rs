@@ -130,6 +130,7 @@ pub fn status(admin: &Path, json: bool, out: &mut dyn Write) -> Result<(), CtlEr
         ));
         lines.extend(endpoint_lines(&get));
     }
+    lines.extend(fence_lines(&get));
     for l in lines {
         writeln!(out, "{l}").map_err(write_err)?;
     }
@@ -152,6 +153,43 @@ fn endpoint_lines(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
         out.push(format!("etcd endpoint {url}: {state}"));
     }
     out
+}
+
+/// The fence helper's and the watchdog's lines of `status` (etcd back end
+/// only: nothing when the daemon reports no `fence_*` parameters).
+fn fence_lines(get: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let Some(running) = get("fence_helper_running") else {
+        return Vec::new();
+    };
+    let g = |f: &str| get(f).unwrap_or_else(|| "?".into());
+    let deadline = |f: &str| get(f).map_or_else(|| "none".into(), |ms| format!("in {ms} ms"));
+    let mut lines = Vec::new();
+    let helper = if running == "1" {
+        format!("running, pid {}", g("fence_helper_pid"))
+    } else {
+        match get("fence_helper_pid") {
+            Some(pid) => format!("NOT ANSWERING (pid {pid})"),
+            None => "NOT RUNNING".into(),
+        }
+    };
+    lines.push(format!(
+        "fence helper: {helper}, mode {}, {} lock holders watched, fence deadline {}, {} fences",
+        g("fence_mode"),
+        g("fence_guarded"),
+        deadline("fence_deadline_ms"),
+        g("fence_helper_fences")
+    ));
+    let state = g("watchdog_state");
+    match get("watchdog_device") {
+        None => lines.push(format!("watchdog: {state}")),
+        Some(dev) => lines.push(format!(
+            "watchdog: {dev}, {state}, timeout {} s, last pet {}, reset deadline {}",
+            g("watchdog_timeout_s"),
+            get("watchdog_last_pet_ms").map_or_else(|| "never".into(), |ms| format!("{ms} ms ago")),
+            deadline("watchdog_deadline_ms")
+        )),
+    }
+    lines
 }
 
 fn write_err(source: std::io::Error) -> CtlError {
@@ -357,6 +395,51 @@ mod tests {
         assert_eq!(duration_text(5), "5s");
         assert_eq!(duration_text(3_600), "1h 0m 0s");
         assert_eq!(duration_text(90_061), "1d 1h 1m 1s");
+    }
+
+    #[test]
+    fn fence_and_watchdog_lines() {
+        let of = |kv: &'static [(&'static str, &'static str)]| {
+            move |f: &str| {
+                kv.iter()
+                    .find(|(k, _)| *k == f)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(fence_lines(&of(&[("pid", "1")])).is_empty(), "no etcd");
+        let lines = fence_lines(&of(&[
+            ("fence_helper_running", "1"),
+            ("fence_helper_pid", "42"),
+            ("fence_mode", "kill"),
+            ("fence_guarded", "2"),
+            ("fence_deadline_ms", "1700"),
+            ("fence_helper_fences", "0"),
+            ("watchdog_state", "petting"),
+            ("watchdog_device", "/dev/watchdog"),
+            ("watchdog_timeout_s", "1"),
+            ("watchdog_last_pet_ms", "40"),
+            ("watchdog_deadline_ms", "2600"),
+        ]));
+        assert_eq!(
+            lines,
+            [
+                "fence helper: running, pid 42, mode kill, 2 lock holders watched, \
+                 fence deadline in 1700 ms, 0 fences",
+                "watchdog: /dev/watchdog, petting, timeout 1 s, last pet 40 ms ago, \
+                 reset deadline in 2600 ms"
+            ]
+        );
+        let lines = fence_lines(&of(&[
+            ("fence_helper_running", "0"),
+            ("fence_guarded", "1"),
+            ("watchdog_state", "off"),
+        ]));
+        assert!(
+            lines[0].starts_with("fence helper: NOT RUNNING,"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("fence deadline none"), "{lines:?}");
+        assert_eq!(lines[1], "watchdog: off");
     }
 
     #[test]

@@ -154,6 +154,7 @@ impl Cluster {
         Arc::new(Hooks {
             arbiter: self.arbiter.clone(),
             fencer: self.fencer.clone(),
+            link: self.link.clone(),
         })
     }
 
@@ -308,6 +309,7 @@ impl ClusterArbiter for Gate {
 struct Hooks {
     arbiter: Arc<EtcdArbiter>,
     fencer: Arc<DaemonFencer>,
+    link: Arc<FenceLink>,
 }
 
 impl ClusterHooks for Hooks {
@@ -315,6 +317,10 @@ impl ClusterHooks for Hooks {
         let uuid = uuid::Uuid::from_bytes(owner.uuid).hyphenated().to_string();
         self.arbiter.set_vm(owner.pid, &owner.name, Some(&uuid));
         self.fencer.remember(owner.pid, peer_pidfd);
+    }
+
+    fn fence(&self) -> Option<crate::stats::FenceReport> {
+        Some(self.link.status().report(vmlock_sys::clock::monotonic_ns()))
     }
 
     fn status(&self) -> Option<crate::stats::ClusterStatus> {

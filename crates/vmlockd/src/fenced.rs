@@ -333,11 +333,18 @@ impl Core {
         self.dog = None;
     }
 
-    /// The `status` line.
+    /// The `status` line. Times are CLOCK_MONOTONIC nanoseconds (`-`:
+    /// none); `watchdog_timeout` is in seconds, `last_pet` is the last
+    /// successful pet (`-` before the first or without a watchdog).
     pub fn status(&self) -> String {
         let t = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let pet = match self.dog_state {
+            WatchdogState::Off | WatchdogState::Disarmed => None,
+            _ => (self.last_pet > 0).then_some(self.last_pet),
+        };
         format!(
-            "pid={} fence_at={} watchdog_at={} guarded={} mode={} daemons={} fences={} watchdog={}",
+            "pid={} fence_at={} watchdog_at={} guarded={} mode={} daemons={} fences={} watchdog={} \
+             watchdog_timeout={} last_pet={}",
             std::process::id(),
             t(self.fence_at),
             t(self.watchdog_at),
@@ -345,7 +352,9 @@ impl Core {
             if self.pause { "pause" } else { "kill" },
             self.daemons,
             self.fences,
-            self.dog_state
+            self.dog_state,
+            t(self.dog.as_ref().map(|d| d.1 / 1_000_000_000)),
+            t(pet)
         )
     }
 
@@ -771,6 +780,12 @@ mod tests {
             !pets.iter().any(|&p| p > 9 * S && p < 10 * S),
             "withheld: {pets:?}"
         );
+        let st = core.status();
+        assert!(st.contains(" watchdog_timeout=2 "), "{st}");
+        assert!(
+            st.ends_with(&format!(" last_pet={}", pets.last().unwrap())),
+            "{st}"
+        );
         let _ = c.wait();
         // A renewal lets it pet again at once, even with a guarded process.
         let (mut c2, s2) = sleeper();
@@ -806,7 +821,12 @@ mod tests {
         assert!(core.request("sync 1 2 nope", &mut d).starts_with("err"));
         assert!(core.request("frobnicate", &mut d).starts_with("err"));
         assert_eq!(core.request("renew - -", &mut d), "ok");
-        assert!(core.request("status", &mut d).contains("fence_at=- "));
+        let st = core.request("status", &mut d);
+        assert!(st.contains("fence_at=- "), "{st}");
+        assert!(
+            st.contains(" watchdog=off watchdog_timeout=- last_pet=-"),
+            "{st}"
+        );
         let a = parse_args(&["--socket".into(), "/s".into()]).unwrap();
         assert_eq!(a.socket, Path::new("/s"));
         assert!(

@@ -50,9 +50,59 @@ pub struct FenceStatus {
     pub watchdog_deadline: Option<Duration>,
     /// The watchdog device, when configured.
     pub watchdog_device: Option<PathBuf>,
+    /// The timeout set on the watchdog, seconds.
+    pub watchdog_timeout_s: Option<u32>,
     /// The helper's own report (`key=value …`: deadlines, mode, fences,
     /// watchdog off/petting/withheld/disarmed), when it answered.
     pub helper_report: Option<String>,
+}
+
+impl FenceStatus {
+    /// One `key=value` of the helper's own report.
+    pub fn helper_field(&self, key: &str) -> Option<&str> {
+        self.helper_report
+            .as_deref()?
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The status surface's view at `now_ns` (CLOCK_MONOTONIC, the clock of
+    /// the helper's report). The helper's word wins where it answered; else
+    /// what the daemon last told it.
+    pub fn report(&self, now_ns: u64) -> crate::stats::FenceReport {
+        let mono = |key: &str| -> Option<u64> { self.helper_field(key)?.parse().ok() };
+        let until = |at: u64| Duration::from_nanos(at.saturating_sub(now_ns));
+        let answered = self.helper_report.is_some();
+        let (deadline, dog_deadline) = if answered {
+            (mono("fence_at").map(until), mono("watchdog_at").map(until))
+        } else {
+            (self.helper_deadline, self.watchdog_deadline)
+        };
+        let dog = self.watchdog_device.is_some();
+        crate::stats::FenceReport {
+            helper_pid: self.helper_pid,
+            helper_answered: answered,
+            mode: self.helper_field("mode").map(str::to_owned),
+            deadline_left: deadline,
+            guarded: self
+                .helper_field("guarded")
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(self.guarded),
+            fences: self.helper_field("fences").and_then(|n| n.parse().ok()),
+            watchdog_device: self
+                .watchdog_device
+                .as_ref()
+                .map(|d| d.display().to_string()),
+            watchdog_timeout_s: self.watchdog_timeout_s,
+            watchdog_state: self.helper_field("watchdog").map(str::to_owned),
+            watchdog_deadline_left: dog_deadline.filter(|_| dog),
+            watchdog_last_pet_ago: mono("last_pet")
+                .filter(|_| dog)
+                .map(|t| Duration::from_nanos(now_ns.saturating_sub(t))),
+        }
+    }
 }
 
 /// How to start a helper.
@@ -244,6 +294,7 @@ impl FenceLink {
             helper_deadline: d.map(|d| left(d.helper)),
             watchdog_deadline: d.map(|d| left(d.watchdog)),
             watchdog_device: self.cfg.watchdog.as_ref().map(|w| w.0.clone()),
+            watchdog_timeout_s: self.cfg.watchdog.as_ref().map(|w| w.1),
             helper_report: report,
         }
     }
@@ -447,5 +498,68 @@ impl FenceLink {
         {
             error!("cannot watch the fence helper: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn status(report: Option<&str>, watchdog: bool) -> FenceStatus {
+        FenceStatus {
+            helper_pid: Some(77),
+            guarded: 3,
+            daemon_deadline: Some(Duration::from_millis(900)),
+            helper_deadline: Some(Duration::from_millis(1500)),
+            watchdog_deadline: Some(Duration::from_millis(2500)),
+            watchdog_device: watchdog.then(|| PathBuf::from("/dev/watchdog")),
+            watchdog_timeout_s: watchdog.then_some(1),
+            helper_report: report.map(str::to_owned),
+        }
+    }
+
+    /// The helper's own deadlines and counts win over the daemon's mirror;
+    /// times are turned into time left (or ago) at the given instant.
+    #[test]
+    fn report_takes_the_helpers_word() {
+        let line = "pid=77 fence_at=12000000000 watchdog_at=13000000000 guarded=1 mode=kill \
+                    daemons=1 fences=2 watchdog=petting watchdog_timeout=1 last_pet=9950000000";
+        let r = status(Some(line), true).report(10 * S);
+        assert!(r.helper_answered);
+        assert_eq!(r.helper_pid, Some(77));
+        assert_eq!(r.mode.as_deref(), Some("kill"));
+        assert_eq!(r.deadline_left, Some(Duration::from_secs(2)));
+        assert_eq!(r.guarded, 1);
+        assert_eq!(r.fences, Some(2));
+        assert_eq!(r.watchdog_device.as_deref(), Some("/dev/watchdog"));
+        assert_eq!(r.watchdog_timeout_s, Some(1));
+        assert_eq!(r.watchdog_state.as_deref(), Some("petting"));
+        assert_eq!(r.watchdog_deadline_left, Some(Duration::from_secs(3)));
+        assert_eq!(r.watchdog_last_pet_ago, Some(Duration::from_millis(50)));
+        // A deadline already passed reads as zero time left.
+        let r = status(Some(line), true).report(20 * S);
+        assert_eq!(r.deadline_left, Some(Duration::ZERO));
+    }
+
+    /// No answer from the helper: the daemon's mirror, and nothing about
+    /// the watchdog's state; no watchdog configured: no watchdog times.
+    #[test]
+    fn report_without_the_helper_or_the_watchdog() {
+        let r = status(None, true).report(10 * S);
+        assert!(!r.helper_answered);
+        assert_eq!(r.guarded, 3);
+        assert_eq!(r.deadline_left, Some(Duration::from_millis(1500)));
+        assert_eq!(r.watchdog_state, None);
+        assert_eq!(r.mode, None);
+        let line = "pid=77 fence_at=- watchdog_at=- guarded=0 mode=pause daemons=1 fences=0 \
+                    watchdog=off watchdog_timeout=- last_pet=-";
+        let r = status(Some(line), false).report(10 * S);
+        assert_eq!(r.deadline_left, None);
+        assert_eq!(r.watchdog_deadline_left, None);
+        assert_eq!(r.watchdog_last_pet_ago, None);
+        assert_eq!(r.watchdog_device, None);
+        assert_eq!(r.mode.as_deref(), Some("pause"));
     }
 }

@@ -144,4 +144,10 @@ pub trait ClusterHooks: Send + Sync + std::fmt::Debug {
     fn status(&self) -> Option<crate::stats::ClusterStatus> {
         None
     }
+
+    /// The fence helper and the watchdog, for STATUS (asks the helper: one
+    /// local round trip, at most a second).
+    fn fence(&self) -> Option<crate::stats::FenceReport> {
+        None
+    }
 }

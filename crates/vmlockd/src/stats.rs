@@ -81,6 +81,35 @@ pub struct EndpointStatus {
     pub error: String,
 }
 
+/// The fence outside the daemon (etcd back end), for STATUS: the helper
+/// and the watchdog it pets. Durations are from the moment of asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FenceReport {
+    /// The helper's pid, when the daemon is connected to one.
+    pub helper_pid: Option<i32>,
+    /// Whether the helper answered the status request.
+    pub helper_answered: bool,
+    /// `kill` or `pause` (as the helper reports it).
+    pub mode: Option<String>,
+    /// Time until the helper fences (zero: due now); `None`: no deadline.
+    pub deadline_left: Option<Duration>,
+    /// Lock holders the helper watches (pidfds it holds).
+    pub guarded: usize,
+    /// Fences the helper carried out (since it started).
+    pub fences: Option<u64>,
+    /// The watchdog device, when configured.
+    pub watchdog_device: Option<String>,
+    /// The timeout set on it, seconds.
+    pub watchdog_timeout_s: Option<u32>,
+    /// `off`, `petting`, `withheld` or `disarmed` (as the helper reports it).
+    pub watchdog_state: Option<String>,
+    /// Time until W: without a renewal the watchdog has reset the host by
+    /// then (petting stops one timeout earlier).
+    pub watchdog_deadline_left: Option<Duration>,
+    /// Time since the helper last petted the watchdog.
+    pub watchdog_last_pet_ago: Option<Duration>,
+}
+
 /// Daemon-wide counters and facts for STATUS.
 #[derive(Debug)]
 pub struct Stats {

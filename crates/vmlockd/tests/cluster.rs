@@ -711,6 +711,72 @@ fn a_watchdog_device_that_is_not_one_stops_the_start() {
     );
 }
 
+/// `vmlockctl status` shows the fence helper: its pid (the helper's own),
+/// the holders it watches, the fence deadline (within the TTL, moving with
+/// each renewal), the watchdog (off here: no test arms a real one on this
+/// machine; the guest run in `scripts/vm/watchdog-test.sh` does); a killed
+/// helper's replacement shows up with its own pid.
+#[test]
+fn status_shows_the_fence_helper_and_the_watchdog() {
+    let Some((_g, etcd, dir)) = setup() else {
+        return;
+    };
+    let Scene {
+        a,
+        b: _b,
+        vm_a: _vm_a,
+        sleep_b: _sleep_b,
+        cb: _cb,
+    } = Scene::new(&etcd.url(), dir.path());
+    let ctl = |args: &[&str]| {
+        let o = Command::new(tool_binary("vmlockctl"))
+            .arg("--socket")
+            .arg(a.daemon.socket_path())
+            .args(args)
+            .output()
+            .expect("vmlockctl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let json = || serde_json::from_slice::<serde_json::Value>(&ctl(&["status", "--json"])).unwrap();
+    let helper = helper_guarding(dir.path(), "A", 1);
+    let s = json();
+    assert_eq!(s["fence_helper_running"], true, "{s}");
+    assert_eq!(s["fence_helper_pid"], helper, "{s}");
+    assert_eq!(s["fence_guarded"], 1, "{s}");
+    assert_eq!(s["fence_mode"], "kill", "{s}");
+    assert_eq!(s["fence_helper_fences"], 0, "{s}");
+    assert_eq!(s["watchdog_state"], "off", "{s}");
+    assert!(s.get("watchdog_device").is_none(), "{s}");
+    let first = s["fence_deadline_ms"].as_u64().expect("a deadline");
+    assert!(first > 0 && first < TTL * 1000, "{s}");
+    // The deadline moves forward with the renewals: seen again later, it is
+    // still ahead (it would be long past without them).
+    std::thread::sleep(Duration::from_millis(TTL * 1000 + 500));
+    let later = json()["fence_deadline_ms"].as_u64().expect("a deadline");
+    assert!(later > 0 && later < TTL * 1000, "renewed: {later}");
+    let text = String::from_utf8(ctl(&["status"])).unwrap();
+    assert!(
+        text.contains(&format!(
+            "fence helper: running, pid {helper}, mode kill, 1 lock holders watched, fence deadline in "
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nwatchdog: off\n"), "{text}");
+    // A killed helper: the replacement is the one shown.
+    vmlock_sys::process::kill(helper, libc::SIGKILL).expect("kill helper");
+    let next = etcd::poll(Duration::from_secs(10), || {
+        let s = json();
+        let pid = s["fence_helper_pid"].as_i64()?;
+        (pid != i64::from(helper) && s["fence_guarded"] == 1).then_some(pid)
+    })
+    .unwrap_or_else(|| panic!("no replacement shown: {}", json()));
+    assert_eq!(
+        Some(next.to_string()),
+        cluster_support::helper_status(dir.path(), "A").and_then(|st| st.get("pid").cloned())
+    );
+}
+
 /// The inquiry program with the etcd back end: `list` names the host of
 /// each lock, `status` reports the lease; the refusal on the other host
 /// names host and VM.

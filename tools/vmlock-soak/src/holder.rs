@@ -62,12 +62,21 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// The holder process: `holder SOCK LOGDIR NAME LEASEDIR TARGET...`.
+/// The holder process: `holder [--cluster] SOCK LOGDIR NAME LEASEDIR TARGET...`.
 /// Prints `held` (or `failed`), then waits to be killed. Returns only on
 /// bad arguments.
+///
+/// With `--cluster` (the cluster fault run, `crate::cluster`) a refusal is
+/// expected and not logged as an error: a busy disk prints `busy`, any
+/// other refusal (etcd unreachable, the host fenced) `refused <why>`, and
+/// the process exits. Once `held`, a `release` line on stdin logs the
+/// release, sends RELEASE for each target, prints `released` and exits.
 pub fn holder_main(args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("--cluster") {
+        return cluster_holder(&args[1..]);
+    }
     let [sock, log_dir, name, lease_dir, targets @ ..] = args else {
-        return Err("usage: holder SOCK LOGDIR NAME LEASEDIR TARGET...".into());
+        return Err("usage: holder [--cluster] SOCK LOGDIR NAME LEASEDIR TARGET...".into());
     };
     let targets: Vec<(Target, Mode)> = targets
         .iter()
@@ -86,6 +95,57 @@ pub fn holder_main(args: &[String]) -> Result<(), String> {
             None
         }
     };
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn cluster_holder(args: &[String]) -> Result<(), String> {
+    let [sock, log_dir, name, lease_dir, targets @ ..] = args else {
+        return Err("usage: holder --cluster SOCK LOGDIR NAME LEASEDIR TARGET...".into());
+    };
+    let targets: Vec<(Target, Mode)> = targets
+        .iter()
+        .map(|a| parse_target(a).ok_or_else(|| format!("bad target {a:?}")))
+        .collect::<Result<_, _>>()?;
+    let mut log = LogW::open(Path::new(log_dir), name).map_err(|e| e.to_string())?;
+    let refused = |what: String| -> Result<(), String> {
+        say(&what);
+        std::process::exit(0)
+    };
+    let mut c = match Client::connect(Path::new(sock), name, std::process::id()) {
+        Ok(c) => c,
+        Err(e) => return refused(format!("refused {e}")),
+    };
+    if let Outcome::Failed(e) = c.create_lockspace(lease_dir) {
+        return refused(format!("refused create lockspace: {e}"));
+    }
+    let mut held = Vec::new();
+    for (t, mode) in &targets {
+        match c.acquire(t, *mode == Mode::Shared) {
+            Outcome::Ok => {
+                log.grant(&t.disk, *mode);
+                held.push((t, *mode));
+            }
+            Outcome::Busy => return refused("busy".into()),
+            Outcome::Failed(e) => return refused(format!("refused {e}")),
+        }
+    }
+    say("held");
+    for line in std::io::stdin().lock().lines() {
+        if line.map_err(|e| e.to_string())?.trim() != "release" {
+            continue;
+        }
+        for (t, mode) in &held {
+            log.release(&t.disk, *mode);
+            if let out @ (Outcome::Busy | Outcome::Failed(_)) = c.release(t) {
+                say(&format!("release {}: {out:?}", t.disk));
+            }
+        }
+        say("released");
+        std::process::exit(0);
+    }
+    // stdin closed: wait to be killed, still holding.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }

@@ -81,6 +81,28 @@ impl Etcd {
         let leader = v["leader"].as_str();
         leader.is_some() && leader == v["header"]["member_id"].as_str()
     }
+
+    /// This member's id (decimal, as etcd's JSON gateway writes it).
+    pub fn member_id(&self) -> Option<String> {
+        let body = http(self.setup_port, "POST", "/v3/maintenance/status", "{}")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["header"]["member_id"].as_str().map(str::to_owned)
+    }
+
+    /// Asks this member (the leader) to hand leadership to member `to`;
+    /// whether etcd accepted.
+    pub fn move_leader(&self, to: &str) -> bool {
+        let body = format!("{{\"targetID\": \"{to}\"}}");
+        let Some(reply) = http(
+            self.setup_port,
+            "POST",
+            "/v3/maintenance/transfer-leadership",
+            &body,
+        ) else {
+            return false;
+        };
+        !reply.contains("\"error\"")
+    }
 }
 
 /// A user for [`Etcd::enable_auth`]: name, password, and the key prefix
@@ -443,6 +465,8 @@ pub struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted during a cut, never answered.
+    held: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -451,10 +475,16 @@ impl Proxy {
         let port = l.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (c, st) = (cut.clone(), stop.clone());
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (c, st, h) = (cut.clone(), stop.clone(), held.clone());
         let target: SocketAddr = ([127, 0, 0, 1], target_port).into();
-        thread::spawn(move || accept_loop(l, target, c, st));
-        Proxy { port, cut, stop }
+        thread::spawn(move || accept_loop(l, target, c, st, h));
+        Proxy {
+            port,
+            cut,
+            stop,
+            held,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -463,6 +493,15 @@ impl Proxy {
 
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends a cut: stalled connections flow again, new ones are forwarded,
+    /// and those accepted during the cut are closed (as a connection
+    /// attempt into a partition fails in the end), so the client opens
+    /// another.
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -473,15 +512,21 @@ impl Drop for Proxy {
     }
 }
 
-fn accept_loop(l: TcpListener, target: SocketAddr, cut: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
-    let mut held = Vec::new();
+fn accept_loop(
+    l: TcpListener,
+    target: SocketAddr,
+    cut: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+) {
     for conn in l.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(down) = conn else { continue };
         if cut.load(Ordering::SeqCst) {
-            held.push(down); // accepted, never answered
+            // Accepted, never answered (closed by `heal`).
+            held.lock().unwrap_or_else(|p| p.into_inner()).push(down);
             continue;
         }
         let Ok(up) = TcpStream::connect(target) else {

@@ -33,7 +33,7 @@ use vmlock_proto::xdr::XdrEncode;
 use crate::ctx::Ctx;
 use crate::owners::OwnerMeta;
 use crate::session::Session;
-use crate::stats::EndpointStatus;
+use crate::stats::{EndpointStatus, FenceReport};
 
 /// A failed call.
 type Failure = Box<WireError>;
@@ -200,7 +200,56 @@ pub fn status(ctx: &Ctx) -> Vec<TypedParam> {
         p.push(param("adopted", UInt(u32_of(c.adopted))));
         p.extend(endpoint_params(&c.endpoint_health));
     }
+    if let Some(f) = sh.cluster.as_ref().and_then(|c| c.fence()) {
+        fence_params(&f, &mut p);
+    }
     p
+}
+
+/// STATUS parameters of the fence helper and the watchdog (`fence_*`,
+/// `watchdog_*`; see `docs/inquiry.md`).
+pub fn fence_params(f: &FenceReport, p: &mut Vec<TypedParam>) {
+    use TypedValue::{Boolean, LLong, String as Str, UInt, ULLong};
+    let ms = |d: Duration| ULLong(u64_of(d.as_millis()));
+    p.push(param(
+        "fence_helper_running",
+        Boolean(i32::from(f.helper_pid.is_some() && f.helper_answered)),
+    ));
+    if let Some(pid) = f.helper_pid {
+        p.push(param("fence_helper_pid", LLong(i64::from(pid))));
+    }
+    if let Some(m) = &f.mode {
+        p.push(param("fence_mode", Str(m.clone())));
+    }
+    if let Some(d) = f.deadline_left {
+        p.push(param("fence_deadline_ms", ms(d)));
+    }
+    p.push(param("fence_guarded", UInt(u32_of(f.guarded))));
+    if let Some(n) = f.fences {
+        p.push(param("fence_helper_fences", ULLong(n)));
+    }
+    p.push(param(
+        "watchdog_state",
+        Str(f.watchdog_state.clone().unwrap_or_else(|| {
+            if f.watchdog_device.is_some() {
+                "unknown".into()
+            } else {
+                "off".into()
+            }
+        })),
+    ));
+    if let Some(d) = &f.watchdog_device {
+        p.push(param("watchdog_device", Str(d.clone())));
+    }
+    if let Some(t) = f.watchdog_timeout_s {
+        p.push(param("watchdog_timeout_s", UInt(t)));
+    }
+    if let Some(d) = f.watchdog_deadline_left {
+        p.push(param("watchdog_deadline_ms", ms(d)));
+    }
+    if let Some(d) = f.watchdog_last_pet_ago {
+        p.push(param("watchdog_last_pet_ms", ms(d)));
+    }
 }
 
 /// `etcd_endpoints_healthy`, then per endpoint N (configuration order):
