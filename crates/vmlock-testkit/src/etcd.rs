@@ -464,6 +464,12 @@ impl Proxy {
     pub fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
     }
+
+    /// Ends a [`cut`](Self::cut): stalled connections flow again and new
+    /// ones reach etcd (connections accepted during the cut stay stalled).
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proxy {

@@ -1,0 +1,273 @@
+//! The etcd back end under real libvirt: two libvirt "hosts" on this machine
+//! (private mount and UTS namespaces, each with its own libvirtd, lock
+//! daemon and lease directory), QEMU guests (TCG, a 1 MiB raw disk, no OS)
+//! on storage both hosts see, libvirt's unmodified `lockd.so` between
+//! libvirtd and the lock daemon. See `libvirt_support` for the layout.
+//!
+//! With vmlockd on the etcd back end, a guest running on one host is refused
+//! on the other, its lock follows live migrations, and a host cut off from
+//! etcd has its guests fenced before the other host can start them. With
+//! libvirt's virtlockd on both hosts (the reference), the same migrations
+//! pass and the cross-host exclusion does not hold: the lease directories
+//! are private to each host, so only a cluster back end can tell.
+#![cfg(feature = "etcd")]
+
+mod cluster_support;
+mod libvirt_support;
+
+use std::time::{Duration, Instant};
+
+use cluster_support::{TTL, config_state};
+use libvirt_support::{LockDaemon, LvHost, World, alive, available};
+use vmlock_testkit::etcd::{self, Proxy};
+
+const UUID_A: &str = "6a1f3c52-0b7e-4d21-9a8c-3f5e7d9b1c2a";
+const UUID_B: &str = "7b2e4d63-1c8f-4e32-8b9d-4a6f8e0c2d3b";
+const PORT_A: u16 = 49300;
+const PORT_B: u16 = 49400;
+
+/// vmlockd's config for host `id` on `url`, its state file private to it.
+fn vmlockd(url: &str, id: &str, state_dir: &std::path::Path) -> LockDaemon {
+    let state = state_dir.join(format!("{id}.json"));
+    LockDaemon::Vmlockd(config_state(url, id, &state, "", TTL))
+}
+
+/// Hosts A and B with guest `g1` defined on both (same UUID, same disk).
+struct Pair {
+    _world: World,
+    a: LvHost,
+    b: LvHost,
+}
+
+impl Pair {
+    fn start(world: World, a: LockDaemon, b: LockDaemon) -> Pair {
+        let a = LvHost::start(&world, "A", UUID_A, PORT_A, a);
+        let b = LvHost::start(&world, "B", UUID_B, PORT_B, b);
+        let disk = world.disk("g1");
+        let xml = world.domain_xml("g1", &disk);
+        a.define(&xml);
+        b.define(&xml);
+        Pair { _world: world, a, b }
+    }
+
+    fn logs(&self) -> String {
+        format!("{}{}", self.a.logs(), self.b.logs())
+    }
+}
+
+/// Migrates `g1` from `src` to `dst` and checks that it runs there only.
+/// Returns libvirt's downtime (ms).
+fn migrate(src: &LvHost, dst: &LvHost, port: u16) -> u64 {
+    if let Err(e) = src.migrate("g1", dst, port) {
+        panic!(
+            "migration {} -> {}: {e}\n{}{}",
+            src.name,
+            dst.name,
+            src.logs(),
+            dst.logs()
+        );
+    }
+    assert_eq!(dst.state("g1"), "running");
+    assert_eq!(src.state("g1"), "shut off");
+    src.last_downtime_ms("g1")
+}
+
+/// `host` must be refused `g1` because `holder` has it: the error comes
+/// from the lock manager and names the holding host.
+fn refused(host: &LvHost, holder: &str) -> String {
+    let e = host
+        .start_domain("g1")
+        .expect_err("g1 started on a second host while the first one runs it");
+    assert!(
+        e.contains("is locked by another host") && e.contains(&format!("host {holder}")),
+        "host {}: unexpected refusal: {e}",
+        host.name
+    );
+    assert_eq!(host.state("g1"), "shut off");
+    e
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+#[test]
+fn guest_is_refused_on_the_other_host_and_its_lock_follows_migrations() {
+    let Some((_g, etcd, dir)) = cluster_support::setup() else {
+        return;
+    };
+    if !available() {
+        return;
+    }
+    let url = etcd.url();
+    let p = Pair::start(
+        World::new(),
+        vmlockd(&url, "A", dir.path()),
+        vmlockd(&url, "B", dir.path()),
+    );
+    let (a, b) = (&p.a, &p.b);
+    a.start_domain("g1").unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    let e = refused(b, "A");
+    eprintln!("B refused: {}", e.trim());
+
+    let mut downtimes = Vec::new();
+    for _ in 0..2 {
+        downtimes.push(migrate(a, b, PORT_B));
+        refused(a, "B");
+        downtimes.push(migrate(b, a, PORT_A));
+        refused(b, "A");
+    }
+    eprintln!("etcd back end: migration downtime (ms) {downtimes:?}");
+}
+
+#[test]
+fn libvirtd_restart_and_a_failed_migration_leave_the_lock_with_the_source() {
+    let Some((_g, etcd, dir)) = cluster_support::setup() else {
+        return;
+    };
+    if !available() {
+        return;
+    }
+    let url = etcd.url();
+    let mut p = Pair::start(
+        World::new(),
+        vmlockd(&url, "A", dir.path()),
+        vmlockd(&url, "B", dir.path()),
+    );
+    p.a.start_domain("g1").unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    let qemu = p.a.qemu_pid("g1").expect("A's QEMU");
+
+    // libvirtd restarted while the guest runs: the lock daemon keeps it.
+    p.a.stop_libvirtd();
+    refused(&p.b, "A");
+    p.a.start_libvirtd();
+    assert_eq!(p.a.state("g1"), "running");
+    assert_eq!(p.a.qemu_pid("g1"), Some(qemu));
+    refused(&p.b, "A");
+
+    // A migration whose destination QEMU dies midway: the guest stays on
+    // A, and so does its lock.
+    let mut mig = p.a.migrate_cmd("g1", &p.b, PORT_B);
+    mig.args(["--bandwidth", "1"]);
+    let child = mig
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("virsh migrate");
+    let dst = etcd::poll(Duration::from_secs(60), || p.b.qemu_pid("g1"))
+        .unwrap_or_else(|| panic!("no destination QEMU on B\n{}", p.logs()));
+    vmlock_sys::process::kill(dst, libc::SIGKILL).expect("kill the destination");
+    let out = child.wait_with_output().expect("virsh migrate");
+    assert!(
+        !out.status.success(),
+        "the migration succeeded although its destination was killed"
+    );
+    assert_eq!(p.a.state("g1"), "running", "{}", p.logs());
+    assert_eq!(p.a.qemu_pid("g1"), Some(qemu));
+    refused(&p.b, "A");
+    // And the next migration still works.
+    migrate(&p.a, &p.b, PORT_B);
+    refused(&p.a, "B");
+}
+
+#[test]
+fn partition_fences_the_guest_before_the_other_host_starts_it() {
+    let Some((_g, etcd, dir)) = cluster_support::setup() else {
+        return;
+    };
+    if !available() {
+        return;
+    }
+    let proxy = Proxy::start(etcd.client_port);
+    let p = Pair::start(
+        World::new(),
+        vmlockd(&proxy.url(), "A", dir.path()),
+        vmlockd(&etcd.url(), "B", dir.path()),
+    );
+    p.a.start_domain("g1").unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    let qemu = p.a.qemu_pid("g1").expect("A's QEMU");
+    refused(&p.b, "A");
+
+    // A watcher records when A's QEMU dies; B tries `virsh start` in a loop.
+    let cut = Instant::now();
+    proxy.cut();
+    let watcher = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(TTL * 10);
+        while Instant::now() < until {
+            if !alive(qemu) {
+                return Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    });
+    let mut tries = 0;
+    let (sent, done) = loop {
+        assert!(
+            cut.elapsed() < Duration::from_secs(TTL * 10),
+            "B never started g1\n{}",
+            p.logs()
+        );
+        tries += 1;
+        let sent = Instant::now();
+        if p.b.start_domain("g1").is_ok() {
+            break (sent, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let died = watcher
+        .join()
+        .unwrap()
+        .unwrap_or_else(|| panic!("A's QEMU was never fenced\n{}", p.logs()));
+    assert!(
+        died < sent,
+        "A's QEMU died {:?} after B's successful start was sent",
+        died - sent
+    );
+    let failover = done - cut;
+    eprintln!(
+        "partition: A's QEMU fenced after {:?}; B's successful virsh start sent after {:?}, \
+         done after {failover:?} ({tries} tries; lease_ttl {TTL} s)",
+        died - cut,
+        sent - cut
+    );
+    assert!(
+        failover <= Duration::from_secs(TTL * 3),
+        "failover took {failover:?}"
+    );
+    assert!(p.a.lockd_log().contains("etcd lease about to lapse"));
+
+    // A rejoins: its old lock does not come back. B keeps running, A is
+    // refused.
+    proxy.heal();
+    let b_qemu = p.b.qemu_pid("g1").expect("B's QEMU");
+    std::thread::sleep(Duration::from_secs(TTL));
+    refused(&p.a, "B");
+    assert!(alive(b_qemu), "B's guest was fenced after A rejoined");
+    assert_eq!(p.b.state("g1"), "running");
+}
+
+/// The reference: virtlockd on both hosts. Migrations work, but nothing
+/// keeps the second host from starting the guest (its lease directory is
+/// private), which is what the vmlockd tests above tell apart.
+#[test]
+fn virtlockd_migrates_but_cannot_keep_the_hosts_apart() {
+    let _g = etcd::serial();
+    if !available() {
+        return;
+    }
+    let p = Pair::start(World::new(), LockDaemon::Virtlockd, LockDaemon::Virtlockd);
+    p.a.start_domain("g1").unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    // The exclusion fails: B starts the same disk.
+    p.b.start_domain("g1")
+        .expect("virtlockd with private lease directories refused the second host");
+    p.b.virsh_ok(&["destroy", "g1"]);
+    let mut downtimes = Vec::new();
+    for _ in 0..2 {
+        downtimes.push(migrate(&p.a, &p.b, PORT_B));
+        downtimes.push(migrate(&p.b, &p.a, PORT_A));
+    }
+    eprintln!("virtlockd: migration downtime (ms) {downtimes:?}");
+    let _ = median(&mut downtimes);
+}
