@@ -20,11 +20,14 @@ use std::time::{Duration, Instant};
 use cluster_support::{TTL, config_state};
 use libvirt_support::{LockDaemon, LvHost, World, alive, available};
 use vmlock_testkit::etcd::{self, Proxy};
+use vmlock_testkit::reexec;
 
 const UUID_A: &str = "6a1f3c52-0b7e-4d21-9a8c-3f5e7d9b1c2a";
 const UUID_B: &str = "7b2e4d63-1c8f-4e32-8b9d-4a6f8e0c2d3b";
 const PORT_A: u16 = 49300;
 const PORT_B: u16 = 49400;
+/// Where vmlockd keeps the cluster locks (`etcd_prefix` of `cluster_support`).
+const LOCKS: &str = "/vmlockd-test/locks/";
 
 /// vmlockd's config for host `id` on `url`, its state file private to it.
 fn vmlockd(url: &str, id: &str, state_dir: &std::path::Path) -> LockDaemon {
@@ -122,7 +125,7 @@ fn guest_is_refused_on_the_other_host_and_its_lock_follows_migrations() {
 }
 
 #[test]
-fn libvirtd_restart_and_a_failed_migration_leave_the_lock_with_the_source() {
+fn the_lock_stays_through_a_libvirtd_restart_a_failed_migration_and_a_reexec() {
     let Some((_g, etcd, dir)) = cluster_support::setup() else {
         return;
     };
@@ -166,9 +169,37 @@ fn libvirtd_restart_and_a_failed_migration_leave_the_lock_with_the_source() {
     assert_eq!(p.a.state("g1"), "running", "{}", p.logs());
     assert_eq!(p.a.qemu_pid("g1"), Some(qemu));
     refused(&p.b, "A");
-    // And the next migration still works.
-    migrate(&p.a, &p.b, PORT_B);
+    // vmlockd on A re-exec'd while a migration to B runs: the migration
+    // goes through and the lock moves with it.
+    let pid = p.a.lockd_pid();
+    let mut mig = p.a.migrate_cmd("g1", &p.b, PORT_B);
+    mig.args(["--bandwidth", "1"]);
+    let child = mig
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("virsh migrate");
+    etcd::poll(Duration::from_secs(60), || p.b.qemu_pid("g1"))
+        .unwrap_or_else(|| panic!("no destination QEMU on B\n{}", p.logs()));
+    let image = reexec::image_id(pid).expect("vmlockd's image");
+    vmlock_sys::process::kill(pid as i32, libc::SIGUSR1).expect("SIGUSR1");
+    let out = child.wait_with_output().expect("virsh migrate");
+    assert!(
+        out.status.success(),
+        "migration during a re-exec: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.logs()
+    );
+    let reexeced = etcd::poll(Duration::from_secs(10), || {
+        (reexec::image_id(pid).ok()? != image).then_some(())
+    });
+    assert!(reexeced.is_some(), "vmlockd on A did not re-exec\n{}", p.logs());
+    assert!(alive(pid as i32), "vmlockd on A is gone after its re-exec");
+    assert_eq!(p.b.state("g1"), "running");
     refused(&p.a, "B");
+    // And back, through the re-exec'd daemon.
+    migrate(&p.b, &p.a, PORT_A);
+    refused(&p.b, "A");
 }
 
 #[test]
@@ -189,52 +220,65 @@ fn partition_fences_the_guest_before_the_other_host_starts_it() {
     let qemu = p.a.qemu_pid("g1").expect("A's QEMU");
     refused(&p.b, "A");
 
-    // A watcher records when A's QEMU dies; B tries `virsh start` in a loop.
+    // A watcher records when A's QEMU dies and when etcd drops A's lock
+    // key (A's lease lapsed: from then on B's acquire can succeed); B tries
+    // `virsh start` in a loop meanwhile.
     let cut = Instant::now();
     proxy.cut();
-    let watcher = std::thread::spawn(move || {
-        let until = Instant::now() + Duration::from_secs(TTL * 10);
-        while Instant::now() < until {
-            if !alive(qemu) {
-                return Some(Instant::now());
+    let (died, freed, sent, done, tries) = std::thread::scope(|s| {
+        let watch = s.spawn(|| {
+            let until = Instant::now() + Duration::from_secs(TTL * 10);
+            let (mut died, mut freed) = (None, None);
+            while Instant::now() < until && (died.is_none() || freed.is_none()) {
+                if died.is_none() && !alive(qemu) {
+                    died = Some(Instant::now());
+                }
+                if freed.is_none() && etcd.count_prefix(LOCKS) == Some(0) {
+                    freed = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        None
+            (died, freed)
+        });
+        let mut tries = 0;
+        let (sent, done) = loop {
+            assert!(
+                cut.elapsed() < Duration::from_secs(TTL * 10),
+                "B never started g1\n{}",
+                p.logs()
+            );
+            tries += 1;
+            let sent = Instant::now();
+            if p.b.start_domain("g1").is_ok() {
+                break (sent, Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (died, freed) = watch.join().unwrap();
+        (died, freed, sent, done, tries)
     });
-    let mut tries = 0;
-    let (sent, done) = loop {
-        assert!(
-            cut.elapsed() < Duration::from_secs(TTL * 10),
-            "B never started g1\n{}",
-            p.logs()
-        );
-        tries += 1;
-        let sent = Instant::now();
-        if p.b.start_domain("g1").is_ok() {
-            break (sent, Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let died = watcher
-        .join()
-        .unwrap()
-        .unwrap_or_else(|| panic!("A's QEMU was never fenced\n{}", p.logs()));
+    let died = died.unwrap_or_else(|| panic!("A's QEMU was never fenced\n{}", p.logs()));
+    let freed = freed.unwrap_or_else(|| panic!("A's lock key never left etcd\n{}", p.logs()));
+    // B's acquire is the resume of its paused QEMU, inside the successful
+    // `virsh start` (sent .. done); it can only succeed once the key is gone.
     assert!(
-        died < sent,
-        "A's QEMU died {:?} after B's successful start was sent",
-        died - sent
+        died < freed,
+        "A's QEMU died {:?} after etcd dropped its lock",
+        died - freed
     );
-    let failover = done - cut;
+    assert!(freed < done, "B started g1 before A's lock left etcd");
     eprintln!(
-        "partition: A's QEMU fenced after {:?}; B's successful virsh start sent after {:?}, \
-         done after {failover:?} ({tries} tries; lease_ttl {TTL} s)",
+        "partition: A's QEMU fenced after {:?}; A's lock left etcd after {:?}; \
+         B's successful virsh start sent after {:?}, done after {:?} ({tries} tries; lease_ttl {TTL} s)",
         died - cut,
-        sent - cut
+        freed - cut,
+        sent - cut,
+        done - cut
     );
+    let failover = freed - cut;
     assert!(
-        failover <= Duration::from_secs(TTL * 3),
-        "failover took {failover:?}"
+        failover <= Duration::from_secs(TTL + 2),
+        "A's lock lasted {failover:?} after the cut (lease_ttl {TTL} s)"
     );
     assert!(p.a.lockd_log().contains("etcd lease about to lapse"));
 

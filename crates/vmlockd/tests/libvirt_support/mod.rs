@@ -471,9 +471,34 @@ impl Drop for LvHost {
         self.stop_libvirtd_hard();
         self.kill_guests();
         self.kill_lockd();
+        // Whatever else still runs in the host's namespace (a QEMU whose
+        // pid file was not written yet, a fence helper).
+        if let Ok(ns) = fs::read_link(format!("/proc/{}/ns/mnt", self.keeper.id())) {
+            for _ in 0..3 {
+                for pid in pids_in_ns(&ns) {
+                    if pid != self.keeper.id() as i32 {
+                        let _ = vmlock_sys::process::kill(pid, libc::SIGKILL);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.keeper.kill();
         let _ = self.keeper.wait();
     }
+}
+
+/// Every process whose mount namespace is `ns` (a `/proc/*/ns/mnt` link).
+fn pids_in_ns(ns: &Path) -> Vec<i32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.as_path() == ns)
+        })
+        .collect()
 }
 
 impl LvHost {
