@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent).
 #   libvirt-daemon    the reference virtlockd 9.0 and libvirt's lockd.so plugin
-#   libvirt-clients   virt-admin, which the admin tests drive against both daemons
+#   libvirt-clients   virt-admin, which the admin tests drive against both daemons; virsh, which
+#                     vmlockd/tests/libvirt_cluster.rs drives two libvirtd "hosts" with
+#   libvirt-daemon-driver-qemu  libvirtd's QEMU driver, for the two-host libvirt test
+#   qemu-system-x86   the (TCG) guests of the two-host libvirt test
 #   etcd-server       private etcd instances for the cluster back end's tests
 #   protobuf-compiler protoc, needed to build the etcd client
 #   libprotobuf-dev   the well-known .proto files (google/protobuf/*.proto) protoc needs for the etcd client
@@ -21,7 +24,7 @@
 #                     (the package's server is not started by the tests; ~96 MB installed)
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus)
+pkgs=(libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -69,6 +69,16 @@ impl Etcd {
         }
     }
 
+    /// The member's process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The member's Prometheus metrics text (`GET /metrics`).
+    pub fn metrics(&self) -> Option<String> {
+        http(self.setup_port, "GET", "/metrics", "")
+    }
+
     /// etcd's JSON gateway: is this member the leader?
     pub fn is_leader(&self) -> bool {
         let Some(body) = http(self.client_port, "POST", "/v3/maintenance/status", "{}") else {

@@ -44,8 +44,13 @@ struct Pair {
 
 impl Pair {
     fn start(world: World, a: LockDaemon, b: LockDaemon) -> Pair {
-        let a = LvHost::start(&world, "A", UUID_A, PORT_A, a);
-        let b = LvHost::start(&world, "B", UUID_B, PORT_B, b);
+        Pair::on_ports(world, a, b, PORT_A, PORT_B)
+    }
+
+    /// With the hosts' migration ports starting at `pa` and `pb`.
+    fn on_ports(world: World, a: LockDaemon, b: LockDaemon, pa: u16, pb: u16) -> Pair {
+        let a = LvHost::start(&world, "A", UUID_A, pa, a);
+        let b = LvHost::start(&world, "B", UUID_B, pb, b);
         let disk = world.disk("g1");
         let xml = world.domain_xml("g1", &disk);
         a.define(&xml);
@@ -90,9 +95,12 @@ fn refused(host: &LvHost, holder: &str) -> String {
     e
 }
 
-fn median(v: &mut [u64]) -> u64 {
-    v.sort_unstable();
-    v[v.len() / 2]
+/// (median, 90th percentile, mean) of `v`.
+fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9), v.iter().sum::<f64>() / v.len() as f64)
 }
 
 #[test]
@@ -313,5 +321,73 @@ fn virtlockd_migrates_but_cannot_keep_the_hosts_apart() {
         downtimes.push(migrate(&p.b, &p.a, PORT_A));
     }
     eprintln!("virtlockd: migration downtime (ms) {downtimes:?}");
-    let _ = median(&mut downtimes);
+}
+
+/// Live-migration downtime, vmlockd on etcd against virtlockd, in one run:
+/// two pairs of hosts side by side, migrations interleaved (etcd pair,
+/// virtlockd pair, ...) so both see the same machine load. The downtime is
+/// libvirt's own ("Total downtime" of `virsh domjobinfo --completed`: from
+/// the source's pause, where lockd.so releases, to the destination's
+/// resume, where it acquires), in ms; the wall time of `virsh migrate`
+/// beside it. `VMLOCK_MIGRATIONS` sets the migrations per back end (20).
+#[test]
+#[ignore = "a measurement for docs/PERFORMANCE.md, not a check: cargo test -p vmlockd --all-features --test libvirt_cluster -- --ignored --nocapture"]
+fn migration_downtime_etcd_against_virtlockd() {
+    let Some((_g, etcd, dir)) = cluster_support::setup() else {
+        return;
+    };
+    if !available() {
+        return;
+    }
+    let n: usize = std::env::var("VMLOCK_MIGRATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let url = etcd.url();
+    let ours = Pair::start(
+        World::new(),
+        vmlockd(&url, "A", dir.path()),
+        vmlockd(&url, "B", dir.path()),
+    );
+    let reference = Pair::on_ports(
+        World::new(),
+        LockDaemon::Virtlockd,
+        LockDaemon::Virtlockd,
+        PORT_A + 200,
+        PORT_B + 200,
+    );
+    for p in [&ours, &reference] {
+        p.a.start_domain("g1").unwrap_or_else(|e| panic!("{e}{}", p.logs()));
+    }
+    let (mut down, mut wall) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    for i in 0..n {
+        for (k, (p, base)) in [(&ours, 0), (&reference, 200)].into_iter().enumerate() {
+            let (src, dst, port) = if i % 2 == 0 {
+                (&p.a, &p.b, PORT_B + base)
+            } else {
+                (&p.b, &p.a, PORT_A + base)
+            };
+            let t = Instant::now();
+            let d = migrate(src, dst, port);
+            wall[k].push(t.elapsed().as_secs_f64() * 1e3);
+            down[k].push(d as f64);
+        }
+    }
+    refused(if n % 2 == 0 { &ours.b } else { &ours.a }, if n % 2 == 0 { "A" } else { "B" });
+    eprintln!("| back end | migrations | downtime median | p90 | mean | virsh migrate median | p90 |");
+    eprintln!("|---|---|---|---|---|---|---|");
+    for (k, name) in ["vmlockd, etcd back end", "virtlockd"].iter().enumerate() {
+        let (dm, dp, da) = summary(&down[k]);
+        let (wm, wp, _) = summary(&wall[k]);
+        eprintln!(
+            "| {name} | {n} | {dm:.0} ms | {dp:.0} ms | {da:.1} ms | {wm:.0} ms | {wp:.0} ms |"
+        );
+    }
+    let (o, r) = (summary(&down[0]), summary(&down[1]));
+    eprintln!(
+        "downtime, etcd minus virtlockd: median {:+.0} ms, mean {:+.1} ms (ratio of medians {:.2})",
+        o.0 - r.0,
+        o.2 - r.2,
+        o.0 / r.0.max(1.0)
+    );
 }

@@ -8,7 +8,8 @@
 //!  host A (unshare -m -u)                        host B (unshare -m -u)
 //!   /run            -> $ROOT/A/run                /run            -> $ROOT/B/run
 //!   /etc/libvirt    -> $ROOT/A/etc                /etc/libvirt    -> $ROOT/B/etc
-//!   /var/lib/libvirt-> $ROOT/A/lib (lockspace)    /var/lib/libvirt-> $ROOT/B/lib
+//!   /var/lib        -> $ROOT/A/var-lib            /var/lib        -> $ROOT/B/var-lib
+//!   (/var/log, /var/cache likewise; the lockspace is /var/lib/libvirt/lockd/files)
 //!   libvirtd ─lockd.so─► vmlockd | virtlockd      libvirtd ─lockd.so─► vmlockd | virtlockd
 //!        └─► QEMU (TCG) ──► $ROOT/shared/gN.img ◄── QEMU (TCG) ◄─┘
 //! ```
@@ -55,10 +56,10 @@ mount --bind "$R/group" /etc/group
 mount --bind "$R/run" /run
 mkdir -p /run/libvirt
 mount --bind "$R/etc" /etc/libvirt
-mount --bind "$R/lib" /var/lib/libvirt
-mount --bind "$R/log" /var/log/libvirt
-mount --bind "$R/cache" /var/cache
-mkdir -p /var/cache/libvirt
+mount --bind "$R/var-lib" /var/lib
+mount --bind "$R/var-log" /var/log
+mount --bind "$R/var-cache" /var/cache
+mkdir -p /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
 hostname "$2"
 echo ready
 exec sleep 1000000
@@ -94,8 +95,6 @@ pub fn available() -> bool {
         && have(QEMU)
         && have("/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so")
         && have("/usr/lib/x86_64-linux-gnu/libvirt/lock-driver/lockd.so")
-        && have("/var/lib/libvirt")
-        && have("/var/log/libvirt")
         && have("/etc/libvirt");
     ci::require(
         ok,
@@ -186,7 +185,7 @@ impl LvHost {
     /// migration ports this host's QEMU may listen on.
     pub fn start(world: &World, name: &str, uuid: &str, port: u16, kind: LockDaemon) -> LvHost {
         let root = world.dir.path().join(name);
-        for d in ["run", "etc", "lib", "log", "cache"] {
+        for d in ["run", "etc", "var-lib", "var-log", "var-cache"] {
             fs::create_dir_all(root.join(d)).unwrap();
         }
         let etc = root.join("etc");
@@ -425,7 +424,7 @@ impl LvHost {
 
     pub fn libvirtd_log(&self) -> String {
         let mut s = read_lossy(&self.root.join("libvirtd.out"));
-        s.push_str(&read_lossy(&self.root.join("log/libvirtd.log")));
+        s.push_str(&read_lossy(&self.root.join("var-log/libvirt/libvirtd.log")));
         s
     }
 
@@ -433,7 +432,7 @@ impl LvHost {
     pub fn logs(&self) -> String {
         let mut s = format!("--- host {} lock daemon:\n{}", self.name, tail(&self.lockd_log()));
         s.push_str(&format!("--- host {} libvirtd:\n{}", self.name, tail(&self.libvirtd_log())));
-        if let Ok(rd) = fs::read_dir(self.root.join("log/qemu")) {
+        if let Ok(rd) = fs::read_dir(self.root.join("var-log/libvirt/qemu")) {
             for e in rd.flatten() {
                 let t = read_lossy(&e.path());
                 s.push_str(&format!("--- {}:\n{}", e.path().display(), tail(&t)));
