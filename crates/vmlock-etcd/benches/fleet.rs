@@ -121,6 +121,7 @@ struct Row {
     steady_ops: f64,
     keepalive_rate: f64,
     leader_cpu: f64,
+    sim_cpu: f64,
     leader_rss: f64,
     bench_rss: f64,
     fenced_ms: f64,
@@ -129,10 +130,21 @@ struct Row {
     spurious: usize,
 }
 
-fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64, workers: usize) -> Row {
+fn run(
+    n: usize,
+    disks: usize,
+    ttl: u64,
+    steady: u64,
+    rate: u64,
+    migrations: u64,
+    workers: usize,
+) -> Row {
     let members = support::start_cluster(3);
     let urls: Vec<String> = members.iter().map(Etcd::url).collect();
-    let proxies: Vec<Proxy> = members.iter().map(|m| Proxy::start(m.client_port)).collect();
+    let proxies: Vec<Proxy> = members
+        .iter()
+        .map(|m| Proxy::start(m.client_port))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut row = Row {
         n,
@@ -145,21 +157,23 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
     let slots: Vec<Mutex<Option<Host>>> = (0..n).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let eps = if i == 0 {
+                        proxies.iter().map(Proxy::url).collect()
+                    } else {
+                        urls.clone()
+                    };
+                    let rec = Recorder::new();
+                    let cfg = support::config(eps, &format!("h{i:05}"), ttl, dir.path());
+                    let arb = EtcdArbiter::start(cfg, rec.clone())
+                        .unwrap_or_else(|e| panic!("host {i} did not start: {e}"));
+                    *slots[i].lock().unwrap() = Some(Host { arb, rec });
                 }
-                let eps = if i == 0 {
-                    proxies.iter().map(Proxy::url).collect()
-                } else {
-                    urls.clone()
-                };
-                let rec = Recorder::new();
-                let cfg = support::config(eps, &format!("h{i:05}"), ttl, dir.path());
-                let arb = EtcdArbiter::start(cfg, rec.clone())
-                    .unwrap_or_else(|e| panic!("host {i} did not start: {e}"));
-                *slots[i].lock().unwrap() = Some(Host { arb, rec });
             });
         }
     });
@@ -217,7 +231,9 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
         .expect("a leader")
         .pid()
         .expect("leader pid");
-    let (cpu0, ka0, t0) = (cpu_secs(leader), keepalives(&members), Instant::now());
+    let me = std::process::id();
+    let (cpu0, sim0) = (cpu_secs(leader), cpu_secs(me));
+    let (ka0, t0) = (keepalives(&members), Instant::now());
     let acq: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
     let mig: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
     let ops = AtomicU64::new(0);
@@ -226,7 +242,8 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
     let mig_share = migrations as f64 / (rate + migrations).max(1) as f64;
     std::thread::scope(|s| {
         for w in 0..workers {
-            let (acq, mig, ops, errors, places, hosts) = (&acq, &mig, &ops, &errors, &places, &hosts);
+            let (acq, mig, ops, errors, places, hosts) =
+                (&acq, &mig, &ops, &errors, &places, &hosts);
             s.spawn(move || {
                 let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (w as u64 + 1);
                 let mut draw = move || {
@@ -280,6 +297,7 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
     });
     let secs = t0.elapsed().as_secs_f64();
     row.leader_cpu = (cpu_secs(leader) - cpu0) / secs * 100.0;
+    row.sim_cpu = (cpu_secs(me) - sim0) / secs * 100.0;
     row.keepalive_rate = (keepalives(&members) - ka0) / secs;
     row.leader_rss = rss_mib(leader);
     row.bench_rss = rss_mib(std::process::id());
@@ -321,11 +339,13 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
     let hosts = Mutex::new(hosts);
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let h = hosts.lock().unwrap().pop();
-                match h {
-                    Some(h) => drop(h),
-                    None => return,
+            s.spawn(|| {
+                loop {
+                    let h = hosts.lock().unwrap().pop();
+                    match h {
+                        Some(h) => drop(h),
+                        None => return,
+                    }
                 }
             });
         }
@@ -336,7 +356,9 @@ fn run(n: usize, disks: usize, ttl: u64, steady: u64, rate: u64, migrations: u64
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` does not.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("fleet simulation: run with `cargo bench -p vmlock-etcd --bench fleet -- 10 100 1000`");
+        println!(
+            "fleet simulation: run with `cargo bench -p vmlock-etcd --bench fleet -- 10 100 1000`"
+        );
         return;
     }
     if !support::etcd_available() {
@@ -360,14 +382,14 @@ fn main() {
     println!(
         "| hosts | locks | start hosts | fill rate | fill acquire p50 / p99 | steady ops/s | \
          restart acquire p50 / p99 | migration acquire p50 / p99 | keepalives/s | leader CPU | \
-         leader RSS | sim RSS | partition → fenced | → other host's grant | errors | spurious fences |"
+         simulation CPU | leader RSS | sim RSS | partition → fenced | → other host's grant | errors | spurious fences |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in ns {
         let r = run(n, disks, ttl, steady, rate, migrations, workers);
         println!(
             "| {} | {} | {:.1} s | {:.0}/s | {:.1} / {:.1} ms | {:.1} | {:.1} / {:.1} ms | {:.1} / {:.1} ms | \
-             {:.0} | {:.0} % | {:.0} MiB | {:.0} MiB | {:.0} ms | {:.0} ms | {} | {} |",
+             {:.0} | {:.0} % | {:.0} % | {:.0} MiB | {:.0} MiB | {:.0} ms | {:.0} ms | {} | {} |",
             r.n,
             r.n * disks,
             r.start_s,
@@ -381,6 +403,7 @@ fn main() {
             r.mig_p99,
             r.keepalive_rate,
             r.leader_cpu,
+            r.sim_cpu,
             r.leader_rss,
             r.bench_rss,
             r.fenced_ms,

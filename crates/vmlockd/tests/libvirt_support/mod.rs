@@ -215,7 +215,16 @@ impl LvHost {
         )
         .unwrap();
         let mut keeper = Command::new("unshare")
-            .args(["-m", "-u", "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh"])
+            .args([
+                "-m",
+                "-u",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                NS_SCRIPT,
+                "sh",
+            ])
             .arg(&root)
             .arg(format!("host{name}"))
             .stdin(Stdio::null())
@@ -284,7 +293,8 @@ impl LvHost {
         self.lockd = Some(self.spawn_logged(c, "lockd.log"));
         let sock = self.lockd_socket();
         assert!(
-            wait_for(Duration::from_secs(20), || UnixStream::connect(&sock).is_ok()),
+            wait_for(Duration::from_secs(20), || UnixStream::connect(&sock)
+                .is_ok()),
             "host {}: lock daemon did not listen: {}",
             self.name,
             self.lockd_log()
@@ -312,7 +322,12 @@ impl LvHost {
         let ok = wait_for(Duration::from_secs(60), || {
             self.virsh(&["uri"]).status.success()
         });
-        assert!(ok, "host {}: libvirtd did not answer: {}", self.name, self.libvirtd_log());
+        assert!(
+            ok,
+            "host {}: libvirtd did not answer: {}",
+            self.name,
+            self.libvirtd_log()
+        );
     }
 
     /// SIGTERM to libvirtd and waits for it (its guests keep running).
@@ -430,8 +445,16 @@ impl LvHost {
 
     /// Every log of the host, for a failure message.
     pub fn logs(&self) -> String {
-        let mut s = format!("--- host {} lock daemon:\n{}", self.name, tail(&self.lockd_log()));
-        s.push_str(&format!("--- host {} libvirtd:\n{}", self.name, tail(&self.libvirtd_log())));
+        let mut s = format!(
+            "--- host {} lock daemon:\n{}",
+            self.name,
+            tail(&self.lockd_log())
+        );
+        s.push_str(&format!(
+            "--- host {} libvirtd:\n{}",
+            self.name,
+            tail(&self.libvirtd_log())
+        ));
         if let Ok(rd) = fs::read_dir(self.root.join("var-log/libvirt/qemu")) {
             for e in rd.flatten() {
                 let t = read_lossy(&e.path());
@@ -445,13 +468,12 @@ impl LvHost {
     fn kill_guests(&self) {
         if let Ok(rd) = fs::read_dir(self.root.join("run/libvirt/qemu")) {
             for e in rd.flatten() {
-                if e.path().extension().is_some_and(|x| x == "pid") {
-                    if let Some(pid) = fs::read_to_string(e.path())
+                if e.path().extension().is_some_and(|x| x == "pid")
+                    && let Some(pid) = fs::read_to_string(e.path())
                         .ok()
                         .and_then(|t| t.trim().parse::<i32>().ok())
-                    {
-                        let _ = vmlock_sys::process::kill(pid, libc::SIGKILL);
-                    }
+                {
+                    let _ = vmlock_sys::process::kill(pid, libc::SIGKILL);
                 }
             }
         }
@@ -494,9 +516,7 @@ fn pids_in_ns(ns: &Path) -> Vec<i32> {
     };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.as_path() == ns)
-        })
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.as_path() == ns))
         .collect()
 }
 
