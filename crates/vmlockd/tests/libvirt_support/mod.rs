@@ -395,10 +395,12 @@ impl LvHost {
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
-    /// Live-migrates `dom` to `dst`, memory over loopback TCP at `port`;
+    /// Live-migrates `dom` to `dst`, memory over loopback TCP on a port the
+    /// destination's libvirtd picks from its range (it checks the port is
+    /// free: a fixed port could be some other process's ephemeral port);
     /// `Ok` or virsh's error text.
-    pub fn migrate(&self, dom: &str, dst: &LvHost, port: u16) -> Result<(), String> {
-        let o = self.migrate_cmd(dom, dst, port).output().expect("virsh");
+    pub fn migrate(&self, dom: &str, dst: &LvHost) -> Result<(), String> {
+        let o = self.migrate_cmd(dom, dst).output().expect("virsh");
         if o.status.success() {
             Ok(())
         } else {
@@ -408,7 +410,7 @@ impl LvHost {
 
     /// The `virsh migrate --live` command (storage is shared, so `--unsafe`
     /// only silences libvirt's check for a cluster file system).
-    pub fn migrate_cmd(&self, dom: &str, dst: &LvHost, port: u16) -> Command {
+    pub fn migrate_cmd(&self, dom: &str, dst: &LvHost) -> Command {
         let mut c = Command::new("virsh");
         c.arg("-q")
             .arg("-c")
@@ -416,7 +418,7 @@ impl LvHost {
             .args(["migrate", "--live", "--unsafe", dom])
             .arg(dst.uri())
             .arg("--migrateuri")
-            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("tcp://127.0.0.1")
             .stdin(Stdio::null());
         c
     }
