@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent).
 #   libvirt-daemon    the reference virtlockd 9.0 and libvirt's lockd.so plugin
-#   libvirt-clients   virt-admin, which the admin tests drive against both daemons
+#   libvirt-clients   virt-admin, which the admin tests drive against both daemons; virsh, which
+#                     vmlockd/tests/libvirt_cluster.rs drives two libvirtd "hosts" with
+#   libvirt-daemon-driver-qemu  libvirtd's QEMU driver, for the two-host libvirt test
+#   qemu-system-x86   the (TCG) guests of the two-host libvirt test, and the guest scripts/vm-run.sh boots
 #   etcd-server       private etcd instances for the cluster back end's tests
 #   protobuf-compiler protoc, needed to build the etcd client
 #   libprotobuf-dev   the well-known .proto files (google/protobuf/*.proto) protoc needs for the etcd client
@@ -22,10 +25,10 @@
 #   libdlm3           libdlm_lt.so.3, which the DLM back end (lock_backend = "dlm") loads at run time
 #   corosync          the single-node cluster scripts/vm/dlm-test.sh starts inside the guest
 #   dlm-controld      dlm_controld and dlm_tool for that guest test (the host kernel has no DLM)
-#   qemu-system-x86, cpio   the guest scripts/vm-run.sh boots for that test
+#   cpio              packs the initramfs of the guest scripts/vm-run.sh boots for that test
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus libdlm3 corosync dlm-controld qemu-system-x86 cpio)
+pkgs=(libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus libdlm3 corosync dlm-controld cpio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

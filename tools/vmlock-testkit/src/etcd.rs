@@ -69,6 +69,16 @@ impl Etcd {
         }
     }
 
+    /// The member's process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The member's Prometheus metrics text (`GET /metrics`).
+    pub fn metrics(&self) -> Option<String> {
+        http(self.setup_port, "GET", "/metrics", "")
+    }
+
     /// etcd's JSON gateway: is this member the leader?
     pub fn is_leader(&self) -> bool {
         let Some(body) = http(self.client_port, "POST", "/v3/maintenance/status", "{}") else {
@@ -135,6 +145,25 @@ impl Etcd {
             self.gateway("/v3/auth/user/grant", grant);
         }
         self.gateway("/v3/auth/enable", serde_json::json!({}));
+    }
+
+    /// How many keys start with `prefix` (etcd's JSON gateway on the
+    /// plain set-up URL; `None` when the member does not answer).
+    pub fn count_prefix(&self, prefix: &str) -> Option<u64> {
+        let body = serde_json::json!({
+            "key": base64(prefix.as_bytes()),
+            "range_end": base64(&prefix_end(prefix.as_bytes())),
+            "count_only": true,
+        });
+        let reply = http(self.setup_port, "POST", "/v3/kv/range", &body.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&reply).ok()?;
+        v.get("header")?;
+        // proto3 JSON leaves out a zero count and writes int64 as a string.
+        match &v["count"] {
+            serde_json::Value::Null => Some(0),
+            serde_json::Value::String(n) => n.parse().ok(),
+            n => n.as_u64(),
+        }
     }
 
     fn gateway(&self, path: &str, body: serde_json::Value) {
