@@ -13,8 +13,9 @@
 
 pub mod clock;
 pub mod cred;
-#[cfg(any(feature = "plugin", feature = "sanlock"))]
+#[cfg(any(feature = "plugin", feature = "sanlock", feature = "dlm"))]
 pub mod dl;
+#[cfg(feature = "dlm")]
 pub mod dlm;
 pub mod elfnote;
 pub mod fd;
