@@ -12,8 +12,12 @@ cargo build --workspace --all-features --bins --locked
 cargo test --workspace --all-features --locked "$@"
 # The DLM back end on the real kernel DLM (docs/cluster.md), in a guest on
 # Debian's kernel, which has dlm.ko (this machine's has none): 1 to 2 min.
-dlm_out=$(scripts/vm-run.sh scripts/vm/dlm-test.sh --bin-dir target/debug 2>&1 | tee /dev/stderr) || true
-if ! grep -q 'vm-run: exit 0' <<<"$dlm_out" || ! grep -q ' passed, 0 failed' <<<"$dlm_out"; then
+# (tee writes to a file and to its own stdout, our stderr: `tee /dev/stderr`
+# would reopen, and so truncate, a log file that stderr is redirected to.)
+dlm_log=$(mktemp)
+trap 'rm -f "$dlm_log"' EXIT
+scripts/vm-run.sh scripts/vm/dlm-test.sh --bin-dir target/debug 2>&1 | tee "$dlm_log" >&2 || true
+if ! grep -q 'vm-run: exit 0' "$dlm_log" || ! grep -q ' passed, 0 failed' "$dlm_log"; then
   echo "test.sh: scripts/vm/dlm-test.sh failed (the guest's output is above)" >&2
   exit 1
 fi
