@@ -25,18 +25,19 @@
 //! lease outlives the few milliseconds of the exec, and the new image
 //! adopts the record while restoring the engine from the state file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use lockspace::{AcquireFlags, ClusterArbiter, Engine, Error, ResourceKey};
+use lockspace::{ClusterArbiter, Engine};
 use tracing::{error, info, warn};
 use vmlock_etcd::{AdoptedLock, Deadlines, EtcdArbiter, EtcdConfig, Fencer, LostLock};
 use vmlock_proto::lock::Owner;
 
-use crate::fencelink::{FenceLink, FenceStatus, LinkConfig};
+use crate::adoption::{self, Adopted, Gate};
+use crate::fencelink::{FenceLink, LinkConfig};
 use crate::session::ClusterHooks;
 
 /// How long a fence waits for the signalled holders to die (or stop).
@@ -48,7 +49,7 @@ const FENCE_WAIT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub struct Cluster {
     arbiter: Arc<EtcdArbiter>,
-    gate: Arc<Gate>,
+    gate: Arc<Gate<EtcdArbiter>>,
     fencer: Arc<DaemonFencer>,
     link: Arc<FenceLink>,
 }
@@ -96,7 +97,6 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<Clust
         arbiter.shutdown(false);
         return Err(format!("cannot start the fence helper: {e}"));
     }
-    let _ = RUNNING_LINK.set(Arc::downgrade(&link));
     let weak = Arc::downgrade(&arbiter);
     link.set_on_lost(Box::new(move || {
         if let Some(a) = weak.upgrade() {
@@ -108,26 +108,13 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<Clust
         adopted = arbiter.adopted().len(),
         "etcd back end: serving"
     );
-    let gate = Arc::new(Gate {
-        inner: arbiter.clone(),
-        absorb: Mutex::new(BTreeMap::new()),
-    });
+    let gate = Arc::new(Gate::new(arbiter.clone()));
     Ok(Cluster {
         arbiter,
         gate,
         fencer,
         link,
     })
-}
-
-/// The running back end's fence link (one back end per daemon process).
-static RUNNING_LINK: OnceLock<Weak<FenceLink>> = OnceLock::new();
-
-/// The fence outside the daemon, for a status surface: `None` without the
-/// etcd back end. Asks the helper (one local round trip, at most 1 s).
-#[allow(dead_code, reason = "no status surface reports the fence helper yet")]
-pub fn fence_status() -> Option<FenceStatus> {
-    RUNNING_LINK.get()?.upgrade().map(|l| l.status())
 }
 
 /// The fence helper: `vmlock-fenced` beside the daemon's own program.
@@ -137,13 +124,6 @@ fn helper_program() -> PathBuf {
 }
 
 impl Cluster {
-    /// The fence outside the daemon: deadlines, guarded holders, watchdog
-    /// (asks the helper; a few microseconds, never blocks on etcd).
-    #[allow(dead_code, reason = "no status surface reports the fence helper yet")]
-    pub fn fence_status(&self) -> FenceStatus {
-        self.link.status()
-    }
-
     /// The engine's arbiter.
     pub fn arbiter(&self) -> Arc<dyn ClusterArbiter> {
         self.gate.clone()
@@ -165,7 +145,7 @@ impl Cluster {
         let _ = self.fencer.engine.set(Arc::downgrade(engine));
         let mut owners: Vec<u32> = Vec::new();
         for lock in self.arbiter.adopted() {
-            if !held_by(engine, lock) && !self.relock(engine, lock) {
+            if !adoption::held_by(engine, adopted(lock)) && !self.relock(engine, lock) {
                 continue;
             }
             owners.push(lock.owner);
@@ -180,7 +160,7 @@ impl Cluster {
                 None => drop(engine.release_owner(pid)),
             }
         }
-        spawn_watcher(Arc::downgrade(engine), watched);
+        adoption::spawn_watcher(Arc::downgrade(engine), watched);
     }
 
     /// Takes the local file lock of an adopted cluster lock again (the
@@ -188,119 +168,18 @@ impl Cluster {
     /// local protection: it is fenced and the cluster lock released.
     fn relock(&self, engine: &Engine, lock: &AdoptedLock) -> bool {
         let key = &lock.key;
-        if !engine.has_lockspace(&key.lockspace)
-            && let Err(e) = engine.create_lockspace(&key.lockspace)
-        {
-            warn!(lockspace = %key.lockspace, "adopting: cannot open the lockspace: {e}");
-        }
-        let flags = AcquireFlags {
-            shared: lock.shared,
-            autocreate: !key.lockspace.is_empty(),
-        };
-        self.gate.absorb(key, lock.owner, lock.count);
-        for _ in 0..lock.count.max(1) {
-            if let Err(e) = engine.acquire(&key.lockspace, &key.name, lock.owner, flags) {
-                error!(
-                    pid = lock.owner, resource = %key.name,
-                    "adopted cluster lock cannot be taken locally ({e}): fencing its owner"
-                );
-                self.gate.unabsorb(key, lock.owner);
-                self.fencer.fence_pids(&[lock.owner]);
-                let _ = engine.release_owner(lock.owner);
-                self.arbiter.release(key, lock.owner, true);
-                return false;
-            }
+        if let Err(e) = adoption::relock(engine, &self.gate, adopted(lock)) {
+            error!(
+                pid = lock.owner, resource = %key.name,
+                "adopted cluster lock cannot be taken locally ({e}): fencing its owner"
+            );
+            self.fencer.fence_pids(&[lock.owner]);
+            let _ = engine.release_owner(lock.owner);
+            self.arbiter.release(key, lock.owner, true);
+            return false;
         }
         info!(pid = lock.owner, resource = %key.name, shared = lock.shared, "adopted cluster lock");
         true
-    }
-}
-
-fn held_by(engine: &Engine, lock: &AdoptedLock) -> bool {
-    engine
-        .inspect(&lock.key.lockspace, &lock.key.name)
-        .is_some_and(|i| i.owners.contains(&lock.owner))
-}
-
-/// Releases everything of an adopted owner when it exits (it has no
-/// connection to us whose close would do it). One thread polls every
-/// adopted owner's pidfd; it ends with the last of them.
-fn spawn_watcher(engine: Weak<Engine>, mut owners: Vec<(u32, Arc<OwnedFd>)>) {
-    if owners.is_empty() {
-        return;
-    }
-    let job = move || {
-        while !owners.is_empty() {
-            let fds: Vec<_> = owners.iter().map(|(_, fd)| fd.as_fd()).collect();
-            let gone = match vmlock_sys::process::pidfd_wait_any(&fds, Duration::from_secs(5)) {
-                Ok(g) => g,
-                Err(e) => {
-                    error!("watching adopted lock owners: {e}");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            drop(fds);
-            let Some(engine) = engine.upgrade() else {
-                return;
-            };
-            // Highest index first, so swap_remove leaves the rest valid.
-            for i in gone.into_iter().rev() {
-                let (pid, _) = owners.swap_remove(i);
-                if let Ok(n) = engine.release_owner(pid) {
-                    info!(pid, "adopted lock owner exited: released {n} resources");
-                }
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("vmlock-adopted".into())
-        .spawn(job)
-    {
-        error!("cannot watch adopted lock owners: {e}");
-    }
-}
-
-/// The engine's arbiter: the etcd arbiter, except that acquires the
-/// adoption replays locally are already held in etcd and pass through.
-#[derive(Debug)]
-struct Gate {
-    inner: Arc<EtcdArbiter>,
-    absorb: Mutex<BTreeMap<(ResourceKey, u32), u32>>,
-}
-
-impl Gate {
-    fn table(&self) -> MutexGuard<'_, BTreeMap<(ResourceKey, u32), u32>> {
-        self.absorb.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn absorb(&self, key: &ResourceKey, owner: u32, count: u32) {
-        self.table().insert((key.clone(), owner), count.max(1));
-    }
-
-    fn unabsorb(&self, key: &ResourceKey, owner: u32) {
-        self.table().remove(&(key.clone(), owner));
-    }
-}
-
-impl ClusterArbiter for Gate {
-    fn acquire(&self, key: &ResourceKey, shared: bool, owner: u32) -> Result<(), Error> {
-        {
-            let mut t = self.table();
-            let k = (key.clone(), owner);
-            if let Some(n) = t.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
-                    t.remove(&k);
-                }
-                return Ok(());
-            }
-        }
-        self.inner.acquire(key, shared, owner)
-    }
-
-    fn release(&self, key: &ResourceKey, owner: u32, last: bool) {
-        self.inner.release(key, owner, last);
     }
 }
 
@@ -519,6 +398,15 @@ fn default_state_path(privileged: bool) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("vmlock/etcd-state.json")
+}
+
+fn adopted(lock: &AdoptedLock) -> Adopted<'_> {
+    Adopted {
+        key: &lock.key,
+        owner: lock.owner,
+        shared: lock.shared,
+        count: lock.count,
+    }
 }
 
 #[cfg(test)]

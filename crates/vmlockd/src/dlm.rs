@@ -20,24 +20,23 @@
 //! leaves the corosync membership is fenced by `dlm_controld` before the
 //! other nodes' DLM recovers its locks (docs/cluster.md).
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use lockspace::{AcquireFlags, ClusterArbiter, Engine, Error, ResourceKey};
-use tracing::{error, info, warn};
+use lockspace::{ClusterArbiter, Engine};
+use tracing::{error, info};
 use vmlock_dlm::{AdoptedLock, DlmArbiter, DlmConfig};
 use vmlock_proto::lock::Owner;
 
+use crate::adoption::{self, Adopted, Gate};
 use crate::session::ClusterHooks;
 
 /// The running back end.
 #[derive(Debug)]
 pub struct DlmBackend {
     arbiter: Arc<DlmArbiter>,
-    gate: Arc<Gate>,
+    gate: Arc<Gate<DlmArbiter>>,
 }
 
 /// Joins the DLM lockspace and adopts what the lock-information file lists.
@@ -64,10 +63,7 @@ pub fn start(conf: &vmlock_conf::DaemonConfig, privileged: bool) -> Result<DlmBa
         lost = st.lost.len(),
         "DLM back end: serving"
     );
-    let gate = Arc::new(Gate {
-        inner: arbiter.clone(),
-        absorb: Mutex::new(BTreeMap::new()),
-    });
+    let gate = Arc::new(Gate::new(arbiter.clone()));
     Ok(DlmBackend { arbiter, gate })
 }
 
@@ -113,7 +109,7 @@ impl DlmBackend {
         let mut watched = Vec::new();
         let mut owners: Vec<u32> = Vec::new();
         for lock in self.arbiter.adopted() {
-            if !held_by(engine, lock) && !self.relock(engine, lock) {
+            if !adoption::held_by(engine, adopted(lock)) && !self.relock(engine, lock) {
                 continue;
             }
             owners.push(lock.owner);
@@ -130,7 +126,7 @@ impl DlmBackend {
                 Err(_) => drop(engine.release_owner(pid)),
             }
         }
-        spawn_watcher(Arc::downgrade(engine), watched);
+        adoption::spawn_watcher(Arc::downgrade(engine), watched);
     }
 }
 
@@ -140,117 +136,18 @@ impl DlmBackend {
     /// protection: it is killed and the DLM lock released.
     fn relock(&self, engine: &Engine, lock: &AdoptedLock) -> bool {
         let key = &lock.key;
-        if !engine.has_lockspace(&key.lockspace)
-            && let Err(e) = engine.create_lockspace(&key.lockspace)
-        {
-            warn!(lockspace = %key.lockspace, "adopting: cannot open the lockspace: {e}");
-        }
-        let flags = AcquireFlags {
-            shared: lock.shared,
-            autocreate: !key.lockspace.is_empty(),
-        };
-        self.gate.absorb(key, lock.owner, lock.count);
-        for _ in 0..lock.count.max(1) {
-            if let Err(e) = engine.acquire(&key.lockspace, &key.name, lock.owner, flags) {
-                error!(
-                    pid = lock.owner, resource = %key.name,
-                    "adopted DLM lock cannot be taken locally ({e}): killing its owner"
-                );
-                self.gate.unabsorb(key, lock.owner);
-                kill(lock.owner);
-                let _ = engine.release_owner(lock.owner);
-                self.arbiter.release(key, lock.owner, true);
-                return false;
-            }
+        if let Err(e) = adoption::relock(engine, &self.gate, adopted(lock)) {
+            error!(
+                pid = lock.owner, resource = %key.name,
+                "adopted DLM lock cannot be taken locally ({e}): killing its owner"
+            );
+            kill(lock.owner);
+            let _ = engine.release_owner(lock.owner);
+            self.arbiter.release(key, lock.owner, true);
+            return false;
         }
         info!(pid = lock.owner, resource = %key.name, shared = lock.shared, "adopted DLM lock");
         true
-    }
-}
-
-fn held_by(engine: &Engine, lock: &AdoptedLock) -> bool {
-    engine
-        .inspect(&lock.key.lockspace, &lock.key.name)
-        .is_some_and(|i| i.owners.contains(&lock.owner))
-}
-
-/// Releases everything of an adopted owner when it exits (it has no
-/// connection to us whose close would do it).
-fn spawn_watcher(engine: Weak<Engine>, mut owners: Vec<(u32, OwnedFd)>) {
-    if owners.is_empty() {
-        return;
-    }
-    let job = move || {
-        while !owners.is_empty() {
-            let fds: Vec<_> = owners.iter().map(|(_, fd)| fd.as_fd()).collect();
-            let gone = match vmlock_sys::process::pidfd_wait_any(&fds, Duration::from_secs(5)) {
-                Ok(g) => g,
-                Err(e) => {
-                    error!("watching adopted DLM lock owners: {e}");
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            drop(fds);
-            let Some(engine) = engine.upgrade() else {
-                return;
-            };
-            for i in gone.into_iter().rev() {
-                let (pid, _) = owners.swap_remove(i);
-                if let Ok(n) = engine.release_owner(pid) {
-                    info!(pid, "adopted DLM lock owner exited: released {n} resources");
-                }
-            }
-        }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("vmlock-dlm-adopted".into())
-        .spawn(job)
-    {
-        error!("cannot watch adopted DLM lock owners: {e}");
-    }
-}
-
-/// The engine's arbiter: the DLM arbiter, except that the acquires the
-/// adoption replays locally are already held in the DLM and pass through.
-#[derive(Debug)]
-struct Gate {
-    inner: Arc<DlmArbiter>,
-    absorb: Mutex<BTreeMap<(ResourceKey, u32), u32>>,
-}
-
-impl Gate {
-    fn table(&self) -> MutexGuard<'_, BTreeMap<(ResourceKey, u32), u32>> {
-        self.absorb.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn absorb(&self, key: &ResourceKey, owner: u32, count: u32) {
-        self.table().insert((key.clone(), owner), count.max(1));
-    }
-
-    fn unabsorb(&self, key: &ResourceKey, owner: u32) {
-        self.table().remove(&(key.clone(), owner));
-    }
-}
-
-impl ClusterArbiter for Gate {
-    fn acquire(&self, key: &ResourceKey, shared: bool, owner: u32) -> Result<(), Error> {
-        {
-            let mut t = self.table();
-            let k = (key.clone(), owner);
-            if let Some(n) = t.get_mut(&k) {
-                *n -= 1;
-                if *n == 0 {
-                    t.remove(&k);
-                }
-                return Ok(());
-            }
-        }
-        self.inner.acquire(key, shared, owner)
-    }
-
-    fn release(&self, key: &ResourceKey, owner: u32, last: bool) {
-        self.inner.release(key, owner, last);
     }
 }
 
@@ -264,6 +161,15 @@ impl ClusterHooks for Hooks {
     fn registered(&self, owner: &Owner, _peer_pid: i32, _peer_pidfd: Option<&OwnedFd>) {
         let uuid = uuid::Uuid::from_bytes(owner.uuid).hyphenated().to_string();
         self.arbiter.set_vm(owner.pid, &owner.name, Some(&uuid));
+    }
+}
+
+fn adopted(lock: &AdoptedLock) -> Adopted<'_> {
+    Adopted {
+        key: &lock.key,
+        owner: lock.owner,
+        shared: lock.shared,
+        count: lock.count,
     }
 }
 

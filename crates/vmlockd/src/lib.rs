@@ -14,6 +14,7 @@
 // crate's own tests and fuzz targets reach); every module is crate-private,
 // so the compiler reports whatever nothing uses.
 mod activation;
+mod adoption;
 mod backend;
 mod cli;
 #[cfg(feature = "etcd")]
