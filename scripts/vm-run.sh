@@ -100,10 +100,13 @@ for d in proc sys dev; do mount --bind /$d /mnt/$d; done
 mount -t devpts devpts /mnt/dev/pts 2>/dev/null
 mount -t tmpfs -o size=90% tmpfs /mnt/tmp
 mount -t tmpfs tmpfs /mnt/run
-mount -t tmpfs tmpfs /mnt/root
+# A writable home: a tmpfs on /root, unless the project itself lives under
+# /root (a fresh root's clone): then /root stays the host's and HOME is /tmp.
+home=/root
+if grep -q 'vmroot=1' /proc/cmdline; then home=/tmp; else mount -t tmpfs tmpfs /mnt/root; fi
 cmd=$(sed -n 's/.*vmrun=\([^ ]*\).*/\1/p' /proc/cmdline)
 echo "vm-run: guest $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB"
-chroot /mnt /bin/sh -c "cd /tmp && HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin . /mnt/.vm-run-cmd" 
+chroot /mnt /bin/sh -c "cd /tmp && HOME=$home PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin . /mnt/.vm-run-cmd" 
 echo "vm-run: exit $?"
 sync
 poweroff -f
@@ -121,6 +124,9 @@ fi
   printf '\n'
 } > "$out/.vm-run-cmd"
 
+# The project under /root (as in scripts/fresh-root.sh): the guest must not
+# hide it under a tmpfs of its own.
+case "$PWD" in /root | /root/*) in_root=1 ;; *) in_root=0 ;; esac
 nic=(-nic none)
 [ "$net" -eq 1 ] && nic=(-nic user,model=virtio-net-pci)
 # VM_QEMU_ARGS: more QEMU arguments, split at spaces (e.g. a network
@@ -129,6 +135,6 @@ nic=(-nic none)
 exec qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -m "$mem" \
   -nographic -no-reboot "${nic[@]}" ${VM_QEMU_ARGS:-} \
   -kernel "$vmlinuz" -initrd "$initrd" \
-  -append "console=ttyS0 quiet panic=-1 vmrun=1 vmnet=$net" \
+  -append "console=ttyS0 quiet panic=-1 vmrun=1 vmnet=$net vmroot=$in_root" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$out,mount_tag=out,security_model=none"
