@@ -25,10 +25,11 @@
 #   libdlm3           libdlm_lt.so.3, which the DLM back end (lock_backend = "dlm") loads at run time
 #   corosync          the single-node cluster scripts/vm/dlm-test.sh starts inside the guest
 #   dlm-controld      dlm_controld and dlm_tool for that guest test (the host kernel has no DLM)
+#   valgrind          callgrind, which scripts/bench-instructions.sh counts instructions per request with
 #   cpio              packs the initramfs of the guest scripts/vm-run.sh boots for that test
 # scripts/fresh-root.sh checks this list on a root made from Debian's packages alone.
 set -euo pipefail
-pkgs=(libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus libdlm3 corosync dlm-controld cpio)
+pkgs=(libvirt-daemon libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86 etcd-server protobuf-compiler libprotobuf-dev python3 openssl sanlock libvirt-sanlock gcc libc6-dev dpkg-dev build-essential debhelper go-md2man lintian prometheus libdlm3 corosync dlm-controld cpio valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
