@@ -21,6 +21,10 @@ if ! grep -q 'vm-run: exit 0' "$dlm_log" || ! grep -q ' passed, 0 failed' "$dlm_
   echo "test.sh: scripts/vm/dlm-test.sh failed (the guest's output is above)" >&2
   exit 1
 fi
+# A frozen host (vmlockd and its fence helper stopped) is reset by the kernel
+# watchdog the helper pets, before another host can take its disk: a guest
+# as host A, this machine as host B (docs/RELIABILITY.md): about 30 s.
+target/debug/vmlock-vm-watchdog
 # The Debian package, built once, installed, upgraded and removed in
 # throw-away roots while a daemon serves locks (deb_install.rs).
 deb=$(scripts/build-deb.sh | tail -n 1)
